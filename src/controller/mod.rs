@@ -1,0 +1,134 @@
+//! The Release controller: observe, decide, act, record.
+
+pub mod backoff;
+pub mod conditions;
+mod reconcile;
+pub mod status;
+pub mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::ConfigMap};
+use kube::{
+    Api, Client,
+    core::DeserializeGuard,
+    runtime::{
+        Controller, controller,
+        events::{Recorder, Reporter},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{api::Release, metrics::Metrics};
+pub use reconcile::Error;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// First retry delay after a failed reconcile.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The one event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Retry delays per object.
+    pub backoff: backoff::Backoff,
+    /// Settings.
+    pub settings: Settings,
+}
+
+impl Context {
+    /// Builds the shared context.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "lockkeeper".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            backoff: backoff::Backoff::new(settings.backoff_base, settings.backoff_max),
+            client,
+            metrics,
+            settings,
+        }
+    }
+}
+
+/// Runs the Release controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
+    let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|scope| {
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let client = ctx.client.clone();
+            let (releases, deployments, jobs, config_maps) = match &scope {
+                Some(ns) => (
+                    Api::<DeserializeGuard<Release>>::namespaced(client.clone(), ns),
+                    Api::<Deployment>::namespaced(client.clone(), ns),
+                    Api::<Job>::namespaced(client.clone(), ns),
+                    Api::<ConfigMap>::namespaced(client, ns),
+                ),
+                None => (
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client),
+                ),
+            };
+            info!(
+                namespace = scope.as_deref().unwrap_or("*"),
+                "starting the Release controller"
+            );
+            let children = watcher::Config::default().labels(crate::labels::RELEASE);
+            Controller::new(releases, watcher::Config::default().any_semantic())
+                .owns(deployments, children.clone())
+                .owns(jobs, children.clone())
+                .owns(config_maps, children)
+                .with_config(controller::Config::default().concurrency(16))
+                .graceful_shutdown_on(shutdown.cancelled_owned())
+                .run(reconcile::reconcile, reconcile::error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(error) = result {
+                        match error {
+                            controller::Error::ReconcilerFailed(..) => {}
+                            other => warn!(error = %other, "controller stream error"),
+                        }
+                    }
+                })
+                .await;
+        }
+    });
+    futures::future::join_all(controllers).await;
+}

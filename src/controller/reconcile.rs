@@ -1,0 +1,352 @@
+//! One reconciliation of one Release: look at the world, decide, act once,
+//! record. Level-based: why the reconcile ran does not matter.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::{DeserializeGuard, error_boundary::InvalidObject},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        finalizer::{self, finalizer},
+    },
+};
+use serde_json::json;
+use tracing::{Span, field, info, instrument, warn};
+
+use super::{
+    Context,
+    conditions::{self, Desired},
+    status, validate,
+};
+use crate::{
+    api::{Phase, Release, ReleaseStatus},
+    labels::FINALIZER,
+};
+
+/// Why a reconcile failed; one variant per operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing a Release's status failed.
+    #[error("writing status of Release {namespace}/{name}: {source}")]
+    WriteStatus {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        source: kube::Error,
+    },
+    /// Removing the finalizer of an unreadable Release failed.
+    #[error("removing the finalizer of Release {namespace}/{name}: {source}")]
+    RemoveFinalizer {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer of Release {namespace}/{name}: {source}")]
+    Finalizer {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        source: Box<finalizer::Error<Error>>,
+    },
+}
+
+impl Error {
+    /// A stable, low-cardinality label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::WriteStatus { .. } => "write_status",
+            Error::RemoveFinalizer { .. } => "remove_finalizer",
+            Error::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.category()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+/// The reconcile entry point handed to the controller.
+#[instrument(skip_all, fields(release = field::Empty, namespace = field::Empty, revision = field::Empty, phase = field::Empty))]
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Release>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer("Release");
+    let result = match &guard.0 {
+        Ok(release) => reconcile_release(release, &ctx).await,
+        Err(invalid) => stall_unreadable(invalid, &ctx).await,
+    };
+    if result.is_ok() {
+        ctx.backoff.reset(&key_of(&guard));
+    }
+    result
+}
+
+/// Retries a failed reconcile with per-object exponential backoff.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<Release>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .failures
+        .with_label_values(&["Release", error.category()])
+        .inc();
+    let delay = ctx.backoff.next_delay(&key_of(&guard));
+    warn!(%error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn key_of(guard: &DeserializeGuard<Release>) -> String {
+    format!(
+        "{}/{}",
+        guard.namespace().unwrap_or_default(),
+        guard.name_any()
+    )
+}
+
+async fn reconcile_release(release: &Release, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
+    let span = Span::current();
+    span.record("release", name.as_str());
+    span.record("namespace", namespace.as_str());
+    if let Some(status) = &release.status {
+        if let Some(rev) = status.revision {
+            span.record("revision", rev);
+        }
+        if let Some(phase) = status.phase {
+            span.record("phase", field::debug(phase));
+        }
+    }
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, Arc::new(release.clone()), |event| async {
+        match event {
+            finalizer::Event::Apply(release) => apply(&release, ctx).await,
+            finalizer::Event::Cleanup(release) => cleanup(&release, ctx).await,
+        }
+    })
+    .await
+    .map_err(|source| Error::Finalizer {
+        namespace,
+        name,
+        source: Box::new(source),
+    })
+}
+
+async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let generation = release.metadata.generation.unwrap_or_default();
+    let old = release.status.clone().unwrap_or_default();
+    let mut new = old.clone();
+    new.observed_generation = Some(generation);
+
+    match validate::validate(&release.spec) {
+        Err(problems) => {
+            let message = validate::describe(&problems);
+            let was_stalled_same = conditions::get(&old.conditions, conditions::STALLED)
+                .is_some_and(|c| c.status == "True" && c.message == message);
+            conditions::stalled(
+                &mut new.conditions,
+                "InvalidSpec",
+                &message,
+                generation,
+                now,
+            );
+            write_status(release, &old, &new, ctx).await?;
+            if !was_stalled_same {
+                ctx.metrics
+                    .stalled
+                    .with_label_values(&["InvalidSpec"])
+                    .inc();
+                warn!(%message, "release cannot run as written");
+                publish(
+                    ctx,
+                    release,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    message,
+                )
+                .await;
+            }
+            // Nothing to do until the spec changes; the watch brings that.
+            Ok(Action::await_change())
+        }
+        Ok(_validated) => {
+            conditions::remove(&mut new.conditions, conditions::STALLED);
+            if new.phase.is_none() {
+                new.phase = Some(Phase::Pending);
+            }
+            conditions::set(
+                &mut new.conditions,
+                Desired::truthy(
+                    conditions::RECONCILING,
+                    "Pending",
+                    "waiting for the runbook to start",
+                ),
+                generation,
+                now,
+            );
+            conditions::set(
+                &mut new.conditions,
+                Desired::falsy(conditions::READY, "Pending", "the runbook has not run yet"),
+                generation,
+                now,
+            );
+            write_status(release, &old, &new, ctx).await?;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+    }
+}
+
+async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, Error> {
+    // Children carry owner references; the garbage collector removes them.
+    info!("release deleted; its children are garbage-collected with it");
+    publish(
+        ctx,
+        release,
+        EventType::Normal,
+        "Deleted",
+        "Cleanup",
+        "release deleted".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Writes status only when something other than timestamps changed.
+async fn write_status(
+    release: &Release,
+    old: &ReleaseStatus,
+    new: &ReleaseStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if old == new {
+        return Ok(());
+    }
+    let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    status::apply(&api, &name, new)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            namespace,
+            name,
+            source,
+        })
+}
+
+/// A Release whose stored form does not even decode (possible when the CRD
+/// schema is looser than the types, or after a CRD change): report it as
+/// Stalled and let deletion proceed, never crash-loop.
+async fn stall_unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    if invalid.metadata.deletion_timestamp.is_some() {
+        let finalizers: Vec<String> = invalid
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| f.as_str() != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": invalid.metadata.resource_version}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::RemoveFinalizer {
+                namespace,
+                name,
+                source,
+            })?;
+        return Ok(Action::await_change());
+    }
+    let generation = invalid.metadata.generation.unwrap_or_default();
+    let message = format!("the Release cannot be read: {}", invalid.error);
+    let mut status = ReleaseStatus {
+        observed_generation: Some(generation),
+        ..ReleaseStatus::default()
+    };
+    conditions::stalled(
+        &mut status.conditions,
+        "Unreadable",
+        &message,
+        generation,
+        Timestamp::now(),
+    );
+    status::apply(&api, &name, &status)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    ctx.metrics.stalled.with_label_values(&["Unreadable"]).inc();
+    warn!(%namespace, %name, %message, "unreadable release");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(Release::api_version(&()).into_owned()),
+        kind: Some(Release::kind(&()).into_owned()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Unreadable".into(),
+        note: Some(truncate(message)),
+        action: "Validate".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        warn!(%error, "publishing an event failed");
+    }
+    Ok(Action::await_change())
+}
+
+/// Publishes an event on a Release; a failure to publish is logged, never fatal.
+pub(crate) async fn publish(
+    ctx: &Context,
+    release: &Release,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        warn!(%error, reason, "publishing an event failed");
+    }
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut cut = 997;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
+}

@@ -1,0 +1,33 @@
+//! Label, annotation and finalizer keys the operator owns.
+
+/// The field manager for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "lockkeeper";
+
+/// The finalizer on every Release the operator manages.
+pub const FINALIZER: &str = "lockkeeper.dev/cleanup";
+
+/// The Release a child belongs to.
+pub const RELEASE: &str = "lockkeeper.dev/release";
+/// The color of a Deployment or pod.
+pub const COLOR: &str = "lockkeeper.dev/color";
+/// The revision a child was created for.
+pub const REVISION: &str = "lockkeeper.dev/revision";
+/// What a child is for (deployment, migration, backup, config, check).
+pub const ROLE: &str = "lockkeeper.dev/role";
+/// The standard label for who manages an object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The standard version label.
+pub const VERSION: &str = "app.kubernetes.io/version";
+
+/// Labels a user's pod template may not set: the operator owns them.
+pub const RESERVED_POD_LABELS: &[&str] = &[RELEASE, COLOR, REVISION, ROLE];
+
+/// Request annotations people (or `kubectl release`) put on a Release.
+pub mod request {
+    /// Promote a revision waiting for cutover; value: the revision number.
+    pub const PROMOTE: &str = "lockkeeper.dev/promote";
+    /// Abort the running revision and roll back; value: the revision number.
+    pub const ABORT: &str = "lockkeeper.dev/abort";
+    /// Run a RolledBack or Failed revision again; value: the revision number.
+    pub const RETRY: &str = "lockkeeper.dev/retry";
+}

@@ -1,0 +1,12 @@
+//! Lockkeeper: a Kubernetes operator that runs a whole release runbook from one
+//! declarative `Release`, gated by an admin-owned `Environment`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod controller;
+pub mod crd;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

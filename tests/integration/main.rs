@@ -1,0 +1,2 @@
+//! Integration tests against a real kube-apiserver (see e2e/cluster).
+#![forbid(unsafe_code)]
