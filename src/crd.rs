@@ -8,7 +8,10 @@ use crate::api::{Environment, Release};
 
 /// Every CRD the operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Release::crd(), Environment::crd()].into_iter().map(normalise_formats).collect()
+    vec![Release::crd(), Environment::crd()]
+        .into_iter()
+        .map(normalise_formats)
+        .collect()
 }
 
 /// schemars writes Rust's unsigned integer formats (`uint16`, `uint32`), which
@@ -32,7 +35,9 @@ fn normalise_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition 
             _ => {}
         }
     }
-    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
     walk(&mut value);
     serde_json::from_value(value).unwrap_or(crd)
 }

@@ -8,5 +8,6 @@ pub mod crd;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod runbook;
 pub mod server;
 pub mod telemetry;

@@ -127,7 +127,9 @@ fn pod_template_skeleton() -> serde_json::Value {
 }
 
 fn skeleton_schema(value: serde_json::Value) -> Schema {
-    Schema::try_from(value).unwrap_or_else(|_| json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))
+    Schema::try_from(value).unwrap_or_else(
+        |_| json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    )
 }
 
 impl JsonSchema for Embedded<k8s_openapi::api::core::v1::PodTemplateSpec> {

@@ -24,6 +24,9 @@ pub struct ReleaseStatus {
     /// across environments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_hash: Option<String>,
+    /// The version the current revision ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Where the revision is in the runbook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
@@ -33,6 +36,20 @@ pub struct ReleaseStatus {
     /// The last revision that reached Ready: what a rollback returns to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<i64>,
+    /// The color the current revision deploys into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_color: Option<Color>,
+    /// When the current revision's runbook started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_started_at: Option<Time>,
+    /// Why the current revision failed, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The `metadata.generation` of each color's Deployment right after the
+    /// operator last applied it; a different generation means someone else
+    /// changed it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied_generations: BTreeMap<String, i64>,
     /// The Environment whose rules apply, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,

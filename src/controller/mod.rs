@@ -9,13 +9,18 @@ pub mod validate;
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::ConfigMap};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{ConfigMap, Service},
+};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         Controller, controller,
         events::{Recorder, Reporter},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -111,8 +116,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
                 namespace = scope.as_deref().unwrap_or("*"),
                 "starting the Release controller"
             );
+            let services: Api<Service> = match &scope {
+                Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+                None => Api::all(ctx.client.clone()),
+            };
             let children = watcher::Config::default().labels(crate::labels::RELEASE);
-            Controller::new(releases, watcher::Config::default().any_semantic())
+            let controller = Controller::new(releases, watcher::Config::default().any_semantic());
+            let store = controller.store();
+            // Services are the user's, not children: map each to the
+            // Releases that steer it, so a Service that appears (or is
+            // edited) wakes them.
+            controller
+                .watches(
+                    services,
+                    watcher::Config::default(),
+                    move |service: Service| {
+                        let ns = service.namespace();
+                        let name = service.name_any();
+                        store
+                            .state()
+                            .into_iter()
+                            .filter(|guard| guard.namespace() == ns)
+                            .filter(|guard| guard.0.as_ref().is_ok_and(|r| steers(r, &name)))
+                            .map(|guard| ObjectRef::from_obj(&*guard))
+                            .collect::<Vec<_>>()
+                    },
+                )
                 .owns(deployments, children.clone())
                 .owns(jobs, children.clone())
                 .owns(config_maps, children)
@@ -131,4 +160,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
         }
     });
     futures::future::join_all(controllers).await;
+}
+
+/// Whether `release` steers the Service named `service`.
+fn steers(release: &Release, service: &str) -> bool {
+    let strategy = &release.spec.strategy;
+    let blue_green = strategy.blue_green.as_ref().is_some_and(|b| {
+        b.active_service == service || b.preview_service.as_deref() == Some(service)
+    });
+    let recreate = strategy
+        .recreate
+        .as_ref()
+        .is_some_and(|r| r.service.as_deref() == Some(service));
+    blue_green || recreate
 }

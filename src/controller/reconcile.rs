@@ -15,16 +15,13 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::{Span, field, info, instrument, warn};
+use tracing::{Span, debug, field, info, instrument, warn};
 
-use super::{
-    Context,
-    conditions::{self, Desired},
-    status, validate,
-};
+use super::{Context, conditions, status, validate};
 use crate::{
-    api::{Phase, Release, ReleaseStatus},
+    api::{Release, ReleaseStatus},
     labels::FINALIZER,
+    runbook::{Observed, execute, observe, planner, render::Shipped},
 };
 
 /// Why a reconcile failed; one variant per operation.
@@ -50,6 +47,12 @@ pub enum Error {
         /// Cause.
         source: kube::Error,
     },
+    /// Reading the release's children failed.
+    #[error(transparent)]
+    Observe(crate::runbook::observe::ObserveError),
+    /// A runbook side effect failed.
+    #[error(transparent)]
+    Execute(crate::runbook::execute::ExecError),
     /// Adding or removing the finalizer failed.
     #[error("finalizer of Release {namespace}/{name}: {source}")]
     Finalizer {
@@ -68,6 +71,8 @@ impl Error {
         match self {
             Error::WriteStatus { .. } => "write_status",
             Error::RemoveFinalizer { .. } => "remove_finalizer",
+            Error::Observe(_) => "observe",
+            Error::Execute(e) => e.category(),
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
                     inner.category()
@@ -185,29 +190,52 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             // Nothing to do until the spec changes; the watch brings that.
             Ok(Action::await_change())
         }
-        Ok(_validated) => {
-            conditions::remove(&mut new.conditions, conditions::STALLED);
-            if new.phase.is_none() {
-                new.phase = Some(Phase::Pending);
+        Ok(validated) => {
+            let world = observe::world(&ctx.client, release)
+                .await
+                .map_err(Error::Observe)?;
+            let observed = Observed {
+                now,
+                generation,
+                spec: &release.spec,
+                hash: Shipped::of(&release.spec).hash(),
+                status: &old,
+                blue: world.blue,
+                green: world.green,
+                traffic_service: world.traffic_service,
+                preview_service: world.preview_service,
+                pods: world.pods,
+                stable_record: world.stable_record,
+                requests: observe::requests(release),
+            };
+            let mut plan = planner::plan(&observed);
+            if let Some(effect) = &plan.effect {
+                debug!(?effect, "acting");
+                let applied = execute::execute(&ctx.client, release, &validated, effect)
+                    .await
+                    .map_err(Error::Execute)?;
+                if let Some((color, generation)) = applied.generation {
+                    plan.status
+                        .applied_generations
+                        .insert(color.as_str().to_owned(), generation);
+                }
             }
-            conditions::set(
-                &mut new.conditions,
-                Desired::truthy(
-                    conditions::RECONCILING,
-                    "Pending",
-                    "waiting for the runbook to start",
-                ),
-                generation,
-                now,
-            );
-            conditions::set(
-                &mut new.conditions,
-                Desired::falsy(conditions::READY, "Pending", "the runbook has not run yet"),
-                generation,
-                now,
-            );
-            write_status(release, &old, &new, ctx).await?;
-            Ok(Action::requeue(Duration::from_secs(300)))
+            write_status(release, &old, &plan.status, ctx).await?;
+            for note in plan.notes {
+                let kind = if note.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                info!(reason = %note.reason, message = %note.message, "runbook");
+                publish(ctx, release, kind, &note.reason, "Runbook", note.message).await;
+            }
+            Ok(match (plan.effect, plan.requeue) {
+                (_, Some(after)) => Action::requeue(after),
+                // The status write or the child's change wakes us; this is a safety net.
+                (Some(_), None) => Action::requeue(Duration::from_secs(10)),
+                (None, None) => Action::requeue(Duration::from_secs(300)),
+            })
         }
     }
 }

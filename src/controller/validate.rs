@@ -192,6 +192,7 @@ pub fn validate(spec: &ReleaseSpec) -> Result<Validated, Vec<Problem>> {
     }
 
     check_service_targets(spec, &mut problem);
+    check_supported(spec, &mut problem);
     check_config_ownership(spec, &mut problem);
 
     match (problems.is_empty(), template, app) {
@@ -244,6 +245,38 @@ fn check_service_targets(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, Stri
                 ),
             ),
             _ => {}
+        }
+    }
+}
+
+/// Parts of the runbook this operator version does not run yet are refused
+/// before a revision starts rather than silently skipped: a release that
+/// asks for a backup or a migration must never go ahead without one.
+fn check_supported(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
+    let unsupported = [
+        (
+            "spec.preflight",
+            spec.preflight
+                .as_ref()
+                .is_some_and(|p| !p.dependencies.is_empty() || p.capacity),
+            "preflight checks",
+        ),
+        ("spec.backup", spec.backup.is_some(), "backups"),
+        ("spec.config", spec.config.is_some(), "release-owned config"),
+        (
+            "spec.migration",
+            spec.migration.is_some(),
+            "database migrations",
+        ),
+    ];
+    for (path, asked, what) in unsupported {
+        if asked {
+            problem(
+                path,
+                format!(
+                    "{what} are not supported by this operator version; remove {path} or upgrade the operator"
+                ),
+            );
         }
     }
 }
@@ -362,6 +395,17 @@ mod tests {
             "verify": [{"name": "health", "when": ["PostCutover"], "http": {"port": 8080}}]
         })));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn unsupported_steps_are_refused_not_skipped() {
+        let problems = validate(&spec(json!({"migration": {"job": {"template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}}}})))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            describe(&problems).contains("database migrations are not supported"),
+            "{problems:?}"
+        );
     }
 
     #[test]
