@@ -97,6 +97,8 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => {
             telemetry::init(args.log_format, "info,kube=warn,tower=warn,hyper=warn");
+            // Fails only when a provider is already installed, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -132,7 +132,9 @@ mkdir -p "$cache/bin"
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
   log "using etcd and kube-apiserver from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 fi
-build_etcd
+# envtest's etcd makes building one pointless; Kubernetes is still built for
+# the controller manager and scheduler, which envtest does not ship.
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then :; else build_etcd; fi
 build_kubernetes
 build_plain kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 build_plain helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"

@@ -1,2 +1,5 @@
 //! Integration tests against a real kube-apiserver (see e2e/cluster).
 #![forbid(unsafe_code)]
+
+mod cluster;
+mod support;
