@@ -20,6 +20,10 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Releases the operator stopped on because their spec cannot be run.
     pub stalled: IntCounterVec,
+    /// Writes the operator made to the API server, by resource.
+    pub api_writes: IntCounterVec,
+    /// Time one Service selector switch took (a cutover or a switch back).
+    pub traffic_switch: HistogramVec,
 }
 
 impl Metrics {
@@ -58,6 +62,25 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let api_writes = IntCounterVec::new(
+            Opts::new(
+                "lockkeeper_api_writes_total",
+                "Writes made to the API server, by resource",
+            ),
+            &["resource"],
+        )?;
+        let traffic_switch = HistogramVec::new(
+            HistogramOpts::new(
+                "lockkeeper_traffic_switch_seconds",
+                "Time from deciding to move traffic to the Service selector being written",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            &["direction"],
+        )?;
+        registry.register(Box::new(api_writes.clone()))?;
+        registry.register(Box::new(traffic_switch.clone()))?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -70,6 +93,8 @@ impl Metrics {
             reconcile_duration,
             leader,
             stalled,
+            api_writes,
+            traffic_switch,
         })
     }
 

@@ -19,9 +19,9 @@ use tracing::{Span, debug, field, info, instrument, warn};
 
 use super::{Context, conditions, status, validate};
 use crate::{
-    api::{Release, ReleaseStatus},
+    api::{Phase, Release, ReleaseStatus},
     labels::FINALIZER,
-    runbook::{Observed, execute, observe, planner, render::Shipped},
+    runbook::{Effect, Observed, execute, observe, planner, render::Shipped},
 };
 
 /// Why a reconcile failed; one variant per operation.
@@ -211,9 +211,25 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             let mut plan = planner::plan(&observed);
             if let Some(effect) = &plan.effect {
                 debug!(?effect, "acting");
+                let started = std::time::Instant::now();
                 let applied = execute::execute(&ctx.client, release, &validated, effect)
                     .await
                     .map_err(Error::Execute)?;
+                ctx.metrics
+                    .api_writes
+                    .with_label_values(&[effect.resource()])
+                    .inc();
+                if let Effect::PointService { .. } = effect {
+                    let direction = if plan.status.phase == Some(Phase::RollingBack) {
+                        "back"
+                    } else {
+                        "forward"
+                    };
+                    ctx.metrics
+                        .traffic_switch
+                        .with_label_values(&[direction])
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 if let Some((color, generation)) = applied.generation {
                     plan.status
                         .applied_generations
@@ -267,6 +283,10 @@ async fn write_status(
     }
     let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics
+        .api_writes
+        .with_label_values(&["releases/status"])
+        .inc();
     status::apply(&api, &name, new)
         .await
         .map_err(|source| Error::WriteStatus {
@@ -361,6 +381,7 @@ pub(crate) async fn publish(
         action: action.into(),
         secondary: None,
     };
+    ctx.metrics.api_writes.with_label_values(&["events"]).inc();
     if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
         warn!(%error, reason, "publishing an event failed");
     }

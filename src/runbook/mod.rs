@@ -145,6 +145,19 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The API resource the effect writes, for metrics.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Effect::RecordRevision { .. } => "controllerrevisions",
+            Effect::ApplyDeployment { .. }
+            | Effect::RestoreDeployment { .. }
+            | Effect::Scale { .. } => "deployments",
+            Effect::PointService { .. } => "services",
+        }
+    }
+}
+
 /// An event to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {

@@ -126,6 +126,11 @@ impl Planner<'_> {
                 );
             }
             self.fail_run("aborted by request".into());
+            // Nothing to undo (or rollback is off): the run has ended; going
+            // on would find no open step and call it Ready.
+            if !self.rolling_back() {
+                return;
+            }
         }
         self.advance();
     }
@@ -265,6 +270,19 @@ impl Planner<'_> {
     fn fail_run(&mut self, reason: String) {
         self.st.failure = Some(reason.clone());
         let now = self.obs.now;
+        // A step still running (a newer spec superseded it) fails with the
+        // run; left Running it would be the first open step and run on,
+        // forward, in the middle of the rollback.
+        for s in self
+            .st
+            .steps
+            .iter_mut()
+            .filter(|s| s.state == StepState::Running)
+        {
+            s.state = StepState::Failed;
+            s.message = Some(reason.clone());
+            s.finished_at = Some(Time(now));
+        }
         for s in self
             .st
             .steps
@@ -313,6 +331,10 @@ impl Planner<'_> {
             .unwrap_or_else(|| self.obs.spec.version.clone());
         if result == Phase::Ready {
             self.st.stable_revision = Some(revision);
+            // BlueGreen set it at cutover; Recreate has no cutover, and
+            // without it every Recreate revision would target blue and stop
+            // the wrong color.
+            self.st.active_color = Some(self.target());
             self.note(
                 false,
                 "Ready",
@@ -439,7 +461,12 @@ impl Planner<'_> {
                     format!("waiting for {n} {} pods to terminate", old.as_str()),
                     Some(POD_POLL),
                 ),
-                _ => Outcome::Done(format!("{} stopped", old.as_str())),
+                Some((color, _)) if color == old => {
+                    Outcome::Done(format!("{} stopped", old.as_str()))
+                }
+                // Pods are only counted once Stopping is recorded (the scale
+                // may have happened before a crash): count them first.
+                _ => Outcome::Wait(format!("counting {} pods", old.as_str()), Some(POD_POLL)),
             },
         }
     }
@@ -614,15 +641,13 @@ impl Planner<'_> {
         };
         let service = self.traffic_service_name().map(str::to_owned);
         let recreate = self.obs.spec.strategy.type_ == StrategyType::Recreate;
-        let moved = match self.obs.traffic_service.as_ref() {
-            Some(ServiceState::Selects(Some(c))) => *c == target,
-            _ => false,
-        };
-        if !moved && !recreate {
-            self.st.active_color = Some(previous);
-            return Outcome::Done(format!("traffic never left {}", previous.as_str()));
-        }
+        let selects = |color: Color| matches!(self.obs.traffic_service, Some(ServiceState::Selects(Some(c))) if c == color);
+        let cut_over = steps::succeeded(&self.st.steps, Step::CutOver) || selects(target);
         let name = previous.as_str();
+        if !recreate && !cut_over {
+            self.st.active_color = Some(previous);
+            return Outcome::Done(format!("traffic never left {name}"));
+        }
         let running = match self.obs.deployment(previous) {
             Some(d) if d.revision == Some(stable) && d.desired > 0 => d,
             _ if self.obs.stable_record => {
@@ -632,6 +657,15 @@ impl Planner<'_> {
                         revision: stable,
                     },
                     format!("recreating {name} from revision {stable}"),
+                );
+            }
+            // The record is only looked up once RollingBack is recorded;
+            // in the reconcile that starts the rollback it is unknown, not
+            // gone.
+            _ if self.obs.status.phase != Some(Phase::RollingBack) => {
+                return Outcome::Wait(
+                    format!("looking up the record of revision {stable}"),
+                    Some(POD_POLL),
                 );
             }
             _ => {
@@ -649,24 +683,19 @@ impl Planner<'_> {
                 None,
             );
         }
-        match service {
-            Some(service)
-                if moved
-                    || !matches!(self.obs.traffic_service, Some(ServiceState::Selects(Some(c))) if c == previous) =>
-            {
-                Outcome::Act(
-                    Effect::PointService {
-                        service: service.clone(),
-                        color: previous,
-                    },
-                    format!("switching Service {service} back to {name}"),
-                )
-            }
-            _ => {
-                self.st.active_color = Some(previous);
-                Outcome::Done(format!("traffic back on {name} (revision {stable})"))
-            }
+        if let Some(service) = service
+            && !selects(previous)
+        {
+            return Outcome::Act(
+                Effect::PointService {
+                    service: service.clone(),
+                    color: previous,
+                },
+                format!("switching Service {service} back to {name}"),
+            );
         }
+        self.st.active_color = Some(previous);
+        Outcome::Done(format!("traffic back on {name} (revision {stable})"))
     }
 
     fn scale_down_new(&self) -> Outcome {
@@ -795,3 +824,7 @@ pub fn phase_name(phase: Phase) -> &'static str {
         Phase::Failed => "Failed",
     }
 }
+
+#[cfg(test)]
+#[path = "planner_tests.rs"]
+mod tests;

@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod runbook;
 mod support;
