@@ -85,7 +85,9 @@ impl Planner<'_> {
                     return self.start_revision();
                 }
                 Some(_) => {
-                    self.fail_run("superseded by a newer spec; undoing this revision first".into())
+                    return self.fail_run(
+                        "superseded by a newer spec; undoing this revision first".into(),
+                    );
                 }
             }
         }
@@ -125,12 +127,7 @@ impl Planner<'_> {
                     self.obs.now,
                 );
             }
-            self.fail_run("aborted by request".into());
-            // Nothing to undo (or rollback is off): the run has ended; going
-            // on would find no open step and call it Ready.
-            if !self.rolling_back() {
-                return;
-            }
+            return self.fail_run("aborted by request".into());
         }
         self.advance();
     }
@@ -249,10 +246,7 @@ impl Planner<'_> {
                         self.note(true, "UndoFailed", message);
                         continue;
                     }
-                    self.fail_run(format!("{} failed: {message}", step.name()));
-                    if !self.rolling_back() {
-                        return;
-                    }
+                    return self.fail_run(format!("{} failed: {message}", step.name()));
                 }
             }
         }
@@ -266,7 +260,11 @@ impl Planner<'_> {
     }
 
     /// The revision failed: undo what it changed, or stop if it changed
-    /// nothing (or automatic rollback is off).
+    /// nothing (or automatic rollback is off). The undo starts in the next
+    /// reconcile, once RollingBack is recorded: an undo effect performed in
+    /// this one and then lost with its status write would leave a status
+    /// that runs forward again over an undone world (say, once a newer spec
+    /// is withdrawn).
     fn fail_run(&mut self, reason: String) {
         self.st.failure = Some(reason.clone());
         let now = self.obs.now;
@@ -312,6 +310,7 @@ impl Planner<'_> {
         if !self.rolling_back() {
             self.st.steps.extend(steps::pending(&steps::undo()));
             self.st.phase = Some(Phase::RollingBack);
+            self.requeue = Some(POD_POLL);
             self.note(
                 true,
                 "RollingBack",
@@ -575,6 +574,13 @@ impl Planner<'_> {
                         None,
                     );
                 }
+                if !bg.auto_cutover {
+                    self.note(
+                        false,
+                        "PromoteRequested",
+                        format!("revision {revision} promoted by request"),
+                    );
+                }
                 Outcome::Act(
                     Effect::PointService {
                         service: service.clone(),
@@ -657,15 +663,6 @@ impl Planner<'_> {
                         revision: stable,
                     },
                     format!("recreating {name} from revision {stable}"),
-                );
-            }
-            // The record is only looked up once RollingBack is recorded;
-            // in the reconcile that starts the rollback it is unknown, not
-            // gone.
-            _ if self.obs.status.phase != Some(Phase::RollingBack) => {
-                return Outcome::Wait(
-                    format!("looking up the record of revision {stable}"),
-                    Some(POD_POLL),
                 );
             }
             _ => {

@@ -383,6 +383,19 @@ async fn manual_cutover_waits_for_a_promote_naming_the_revision() {
         .unwrap_or_else(|e| panic!("{e}"));
     wait_phase(&api, 1, Phase::Ready, LONG).await;
     assert_eq!(color_of(&ns, "shop").await.as_deref(), Some("blue"));
+    poll_until(
+        "a PromoteRequested event",
+        Duration::from_secs(10),
+        || async {
+            let events = events_about(&ns.api::<Event>(), "Release", "shop").await?;
+            events
+                .iter()
+                .any(|e| e.reason == "PromoteRequested")
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
     ns.cleanup().await;
 }
 
