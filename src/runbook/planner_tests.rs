@@ -574,8 +574,9 @@ impl Sim {
             self.traffic_saved = Some(self.traffic.clone());
             self.traffic = ServiceState::Missing;
             self.glitch = true;
-            // Someone else moved traffic: steering it again after the undo
-            // scale-down is no longer out of order.
+            // Someone else moves traffic (here and when the Service comes
+            // back): steering it again after the undo scale-down is then
+            // no longer out of order.
             self.undo_scaled.clear();
         }
     }
@@ -583,6 +584,7 @@ impl Sim {
     fn service_back(&mut self) {
         if let Some(saved) = self.traffic_saved.take() {
             self.traffic = saved;
+            self.undo_scaled.clear();
         }
     }
 
@@ -1455,6 +1457,29 @@ fn a_newer_spec_while_waiting_for_a_promote_rolls_back_without_one() {
 }
 
 #[test]
+fn a_rollback_is_recorded_before_anything_is_undone() {
+    let mut sim = Sim::new(spec(
+        json!({"strategy": {"blueGreen": {"autoCutover": false}}}),
+    ));
+    sim.run_until(60, |s| s.status.phase == Some(Phase::CuttingOver));
+    sim.ship("v2");
+    let plan = sim.step();
+    assert_eq!(plan.status.phase, Some(Phase::RollingBack));
+    assert_eq!(plan.effect, None, "the decision is written before any undo");
+    assert!(plan.requeue.is_some());
+    // The first undo happens, its status write is lost, and the newer spec
+    // is withdrawn: the recorded rollback still finishes rather than the
+    // old run promoting a color that is now scaled to zero.
+    let plan = sim.reconcile(Crash::AfterEffect);
+    assert_eq!(plan.effect, Some(scale_to_zero(Blue)));
+    sim.ship("v1");
+    sim.requests.promote = Some(1);
+    sim.run(60);
+    assert_eq!(sim.status.phase, Some(Phase::RolledBack));
+    assert_eq!(sim.effects.last(), Some(&scale_to_zero(Blue)));
+}
+
+#[test]
 fn a_newer_spec_after_cutover_moves_traffic_back_first() {
     let mut sim = Sim::ready(spec(json!({})));
     sim.ship("v2");
@@ -1761,7 +1786,9 @@ fn play(case: Case) {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: std::env::var("DEEP").map_or(256, |v| v.parse().unwrap_or(256)), failure_persistence: None, ..Config::default() })]
+    // 256 cases unless PROPTEST_CASES says otherwise; failures are printed
+    // with their shrunk case and trace, not written to the source tree.
+    #![proptest_config(Config { failure_persistence: None, ..Config::default() })]
 
     /// Invariants 1–10 on BlueGreen releases through random spec changes,
     /// never-ready versions, promote/abort/retry requests, crashes around
