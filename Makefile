@@ -5,6 +5,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CLUSTER := e2e/cluster
+# Compiled dependencies are cached outside the clone, like the control plane,
+# so a fresh clone's `make test` reuses them. Set CARGO_TARGET_DIR to override.
+export CARGO_TARGET_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lockkeeper/target
 
 .PHONY: all build test lint fmt crds check-crds unit integration demo \
         cluster-up cluster-down tools bench clean

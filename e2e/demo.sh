@@ -16,7 +16,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building the operator"
 cargo build --quiet --locked
-bin=$repo/target/debug/lockkeeper
+bin=${CARGO_TARGET_DIR:-$repo/target}/debug/lockkeeper
 
 say "starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
 e2e/cluster/up.sh --fresh "$state" >&2
