@@ -36,6 +36,31 @@ pub struct LeaseConfig {
     pub retry_period: Duration,
 }
 
+impl LeaseConfig {
+    /// Checks the timings the way client-go does: a leader must give up
+    /// (renew deadline) before its lease can expire for the others, and must
+    /// try to renew more than once within the deadline.
+    pub fn validate(&self) -> Result<(), String> {
+        let (lease, renew, retry) = (self.lease_duration, self.renew_deadline, self.retry_period);
+        if lease < Duration::from_secs(1) {
+            return Err(format!(
+                "--lease-duration {lease:?} is below the Lease API's 1s resolution"
+            ));
+        }
+        if renew >= lease {
+            return Err(format!(
+                "--renew-deadline ({renew:?}) must be shorter than --lease-duration ({lease:?})"
+            ));
+        }
+        if retry >= renew {
+            return Err(format!(
+                "--retry-period ({retry:?}) must be shorter than --renew-deadline ({renew:?})"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Failures while talking to the Lease API.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -145,7 +170,10 @@ impl LeaderElector {
     async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaderError> {
         let (ns, name) = (self.config.namespace.clone(), self.config.name.clone());
         let now = MicroTime(Timestamp::now());
-        let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        // Lease durations are whole seconds; round up so the lease never
+        // expires earlier than configured.
+        let duration_secs = i32::try_from(self.config.lease_duration.as_millis().div_ceil(1000))
+            .unwrap_or(i32::MAX);
         let current = self
             .api
             .get_opt(&name)
@@ -225,5 +253,29 @@ impl LeaderElector {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lease: u64, renew: u64, retry: u64) -> LeaseConfig {
+        LeaseConfig {
+            namespace: "ns".into(),
+            name: "lease".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_millis(lease),
+            renew_deadline: Duration::from_millis(renew),
+            retry_period: Duration::from_millis(retry),
+        }
+    }
+
+    #[test]
+    fn timings_must_be_ordered_and_whole_seconds_long() {
+        assert!(config(15_000, 10_000, 2_000).validate().is_ok());
+        assert!(config(500, 300, 100).validate().is_err_and(|e| e.contains("1s resolution")));
+        assert!(config(3_000, 3_000, 500).validate().is_err_and(|e| e.contains("renew-deadline")));
+        assert!(config(3_000, 2_000, 2_000).validate().is_err_and(|e| e.contains("retry-period")));
     }
 }

@@ -153,17 +153,20 @@ async fn run(args: RunArgs) -> Result<(), String> {
     ));
 
     let result = if args.leader_elect {
-        let mut elector = LeaderElector::new(
-            client,
-            LeaseConfig {
-                namespace: args.lease_namespace.clone(),
-                name: args.lease_name.clone(),
-                identity,
-                lease_duration: args.lease_duration,
-                renew_deadline: args.renew_deadline,
-                retry_period: args.retry_period,
-            },
-        );
+        let lease = LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        };
+        if let Err(message) = lease.validate() {
+            shutdown.cancel();
+            let _ = finish(server).await;
+            return Err(message);
+        }
+        let mut elector = LeaderElector::new(client, lease);
         // A standby replica is healthy and ready: it serves metrics and waits.
         health.set_ready(true);
         tokio::select! {

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
     api::{Patch, PatchParams},
     core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
@@ -302,7 +303,10 @@ async fn write_status(
 async fn stall_unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
     let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
     let name = invalid.metadata.name.clone().unwrap_or_default();
-    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Untyped access: the typed API would fail to decode the server's reply
+    // for the very reason this object is here.
+    let resource = ApiResource::erase::<Release>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
     if invalid.metadata.deletion_timestamp.is_some() {
         let finalizers: Vec<String> = invalid
             .metadata
@@ -322,8 +326,12 @@ async fn stall_unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Acti
             })?;
         return Ok(Action::await_change());
     }
+    let detail = match api.get(&name).await {
+        Ok(object) => decode_error_with_path(&object).unwrap_or_else(|| invalid.error.clone()),
+        Err(_) => invalid.error.clone(),
+    };
     let generation = invalid.metadata.generation.unwrap_or_default();
-    let message = format!("the Release cannot be read: {}", invalid.error);
+    let message = format!("the Release cannot be read: {detail}");
     let mut status = ReleaseStatus {
         observed_generation: Some(generation),
         ..ReleaseStatus::default()
@@ -335,18 +343,31 @@ async fn stall_unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Acti
         generation,
         Timestamp::now(),
     );
-    status::apply(&api, &name, &status)
-        .await
-        .map_err(|source| Error::WriteStatus {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            source,
-        })?;
+    let patch = json!({
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "status": status,
+    });
+    ctx.metrics
+        .api_writes
+        .with_label_values(&["releases/status"])
+        .inc();
+    api.patch_status(
+        &name,
+        &PatchParams::apply(crate::labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
     ctx.metrics.stalled.with_label_values(&["Unreadable"]).inc();
     warn!(%namespace, %name, %message, "unreadable release");
     let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(Release::api_version(&()).into_owned()),
-        kind: Some(Release::kind(&()).into_owned()),
+        api_version: Some(resource.api_version.clone()),
+        kind: Some(resource.kind.clone()),
         name: Some(name),
         namespace: Some(namespace),
         uid: invalid.metadata.uid.clone(),
@@ -359,10 +380,20 @@ async fn stall_unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Acti
         action: "Validate".into(),
         secondary: None,
     };
+    ctx.metrics.api_writes.with_label_values(&["events"]).inc();
     if let Err(error) = ctx.recorder.publish(&event, &reference).await {
         warn!(%error, "publishing an event failed");
     }
     Ok(Action::await_change())
+}
+
+/// Decodes the raw object again to learn which field could not be read.
+fn decode_error_with_path(object: &DynamicObject) -> Option<String> {
+    let value = serde_json::to_value(object).ok()?;
+    match serde_path_to_error::deserialize::<_, Release>(value) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: {}", e.path(), e.inner())),
+    }
 }
 
 /// Publishes an event on a Release; a failure to publish is logged, never fatal.

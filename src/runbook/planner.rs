@@ -574,6 +574,26 @@ impl Planner<'_> {
                         None,
                     );
                 }
+                // Traffic only ever moves to a color that is fully up now,
+                // not merely when Deploy finished (it may have been scaled
+                // or broken while waiting for a promote).
+                let replicas = self.obs.spec.workload.replicas;
+                let Some(d) = self.obs.deployment(target) else {
+                    return Outcome::Fail(format!(
+                        "the {} Deployment disappeared before cutover",
+                        target.as_str()
+                    ));
+                };
+                if !d.is_available(replicas) {
+                    return Outcome::Wait(
+                        format!(
+                            "{} is {}/{replicas} available; traffic moves once it is fully available",
+                            target.as_str(),
+                            d.available.min(replicas)
+                        ),
+                        None,
+                    );
+                }
                 if !bg.auto_cutover {
                     self.note(
                         false,

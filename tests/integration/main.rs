@@ -1,6 +1,9 @@
 //! Integration tests against a real kube-apiserver (see e2e/cluster).
 #![forbid(unsafe_code)]
 
+mod api;
+mod bench;
 mod cluster;
+mod leader;
 mod runbook;
 mod support;
