@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod checks;
 mod cluster;
 mod leader;
 mod runbook;
