@@ -274,8 +274,20 @@ mod tests {
     #[test]
     fn timings_must_be_ordered_and_whole_seconds_long() {
         assert!(config(15_000, 10_000, 2_000).validate().is_ok());
-        assert!(config(500, 300, 100).validate().is_err_and(|e| e.contains("1s resolution")));
-        assert!(config(3_000, 3_000, 500).validate().is_err_and(|e| e.contains("renew-deadline")));
-        assert!(config(3_000, 2_000, 2_000).validate().is_err_and(|e| e.contains("retry-period")));
+        assert!(
+            config(500, 300, 100)
+                .validate()
+                .is_err_and(|e| e.contains("1s resolution"))
+        );
+        assert!(
+            config(3_000, 3_000, 500)
+                .validate()
+                .is_err_and(|e| e.contains("renew-deadline"))
+        );
+        assert!(
+            config(3_000, 2_000, 2_000)
+                .validate()
+                .is_err_and(|e| e.contains("retry-period"))
+        );
     }
 }

@@ -62,6 +62,8 @@ pub struct Context {
     pub backoff: backoff::Backoff,
     /// Settings.
     pub settings: Settings,
+    /// The HTTP client checks measure with (connection pooling across checks).
+    pub http: reqwest::Client,
 }
 
 impl Context {
@@ -82,6 +84,8 @@ impl Context {
             client,
             metrics,
             settings,
+            http: crate::checks::http_client(Duration::from_secs(5))
+                .unwrap_or_else(|_| reqwest::Client::new()),
         }
     }
 }

@@ -20,9 +20,15 @@ use tracing::{Span, debug, field, info, instrument, warn};
 
 use super::{Context, conditions, status, validate};
 use crate::{
+    api::{Color, checks::CheckPhase},
     api::{Phase, Release, ReleaseStatus},
     labels::FINALIZER,
-    runbook::{Effect, Observed, execute, observe, planner, render::Shipped},
+    runbook::{
+        Effect, Observed, execute, observe, planner,
+        render::Shipped,
+        steps::{self, Step},
+        verify,
+    },
 };
 
 /// Why a reconcile failed; one variant per operation.
@@ -195,12 +201,13 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             let world = observe::world(&ctx.client, release)
                 .await
                 .map_err(Error::Observe)?;
+            let measured = measure_due_checks(release, &old, now, ctx).await;
             let observed = Observed {
                 now,
                 generation,
                 spec: &release.spec,
                 hash: Shipped::of(&release.spec).hash(),
-                status: &old,
+                status: &measured,
                 blue: world.blue,
                 green: world.green,
                 traffic_service: world.traffic_service,
@@ -255,6 +262,80 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             })
         }
     }
+}
+
+/// Takes the measurements that are due for the checks of the step the
+/// revision is in (Verify: PreCutover, Observe: PostCutover) and returns the
+/// status with them recorded. Measurements are observations: the planner
+/// decides from them like from any other state of the world.
+async fn measure_due_checks(
+    release: &Release,
+    status: &ReleaseStatus,
+    now: Timestamp,
+    ctx: &Context,
+) -> ReleaseStatus {
+    let mut measured = status.clone();
+    if release
+        .status
+        .as_ref()
+        .and_then(|s| s.revision_hash.as_deref())
+        != Some(Shipped::of(&release.spec).hash().as_str())
+    {
+        return measured;
+    }
+    let (step, phase) = match steps::current(&status.steps) {
+        Some((_, Step::Verify)) => (Step::Verify, CheckPhase::PreCutover),
+        Some((_, Step::Observe)) => (Step::Observe, CheckPhase::PostCutover),
+        _ => return measured,
+    };
+    let since = steps::started_at(&status.steps, step).unwrap_or(now);
+    let due = verify::due(&release.spec, phase, &status.checks, since, now);
+    if due.is_empty() {
+        return measured;
+    }
+    let target = verify::Target {
+        release,
+        color: status.target_color.unwrap_or(Color::Blue),
+        revision: status.revision.unwrap_or_default(),
+        phase,
+    };
+    let results = futures::future::join_all(
+        due.iter()
+            .map(|check| verify::measure(&ctx.client, &ctx.http, &target, check)),
+    )
+    .await;
+    for (check, (measurement, final_failure)) in due.iter().zip(results) {
+        verify::record(
+            &mut measured.checks,
+            check,
+            phase,
+            &measurement,
+            final_failure,
+            now,
+        );
+        if verify::is_failure(&measurement) {
+            let value = measurement
+                .value
+                .as_deref()
+                .map(|v| format!(" (measured {v})"))
+                .unwrap_or_default();
+            let note = format!(
+                "check {} failed a measurement{value}: {}",
+                check.name, measurement.message
+            );
+            warn!(check = %check.name, %note, "check failed");
+            publish(
+                ctx,
+                release,
+                EventType::Warning,
+                "CheckFailed",
+                &format!("Check{}", check.name),
+                note,
+            )
+            .await;
+        }
+    }
+    measured
 }
 
 async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, Error> {

@@ -193,6 +193,7 @@ pub fn validate(spec: &ReleaseSpec) -> Result<Validated, Vec<Problem>> {
 
     check_service_targets(spec, &mut problem);
     check_supported(spec, &mut problem);
+    check_checks(spec, &mut problem);
     check_config_ownership(spec, &mut problem);
 
     match (problems.is_empty(), template, app) {
@@ -276,6 +277,55 @@ fn check_supported(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
                 format!(
                     "{what} are not supported by this operator version; remove {path} or upgrade the operator"
                 ),
+            );
+        }
+    }
+}
+
+/// Conditions, query templates and body patterns are compiled before a
+/// revision starts, so a typo stalls the release instead of failing it
+/// halfway.
+fn check_checks(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
+    for (i, check) in spec.verify.iter().enumerate() {
+        let path = format!("spec.verify[{i}]");
+        if check.job.is_some() {
+            problem(
+                &path,
+                format!(
+                    "check {:?}: job checks are not supported by this operator version",
+                    check.name
+                ),
+            );
+        }
+        if let Some(p) = &check.prometheus {
+            if let Err(e) = crate::checks::prometheus::compile_condition(&p.condition) {
+                problem(
+                    &format!("{path}.prometheus.condition"),
+                    format!("check {:?}: {e}", check.name),
+                );
+            }
+            if let Err(e) = crate::checks::prometheus::check_query_template(&p.query) {
+                problem(
+                    &format!("{path}.prometheus.query"),
+                    format!("check {:?}: {e}", check.name),
+                );
+            }
+            if p.address.is_none() && spec.prometheus.is_none() {
+                problem(
+                    &format!("{path}.prometheus"),
+                    format!(
+                        "check {:?} has no Prometheus to ask: set spec.prometheus.address or the check's address",
+                        check.name
+                    ),
+                );
+            }
+        }
+        if let Some(body) = check.http.as_ref().and_then(|h| h.expect_body.as_ref())
+            && let Err(e) = crate::checks::http::BodyMatcher::compile(body)
+        {
+            problem(
+                &format!("{path}.http.expectBody"),
+                format!("check {:?}: {e}", check.name),
             );
         }
     }
@@ -405,6 +455,21 @@ mod tests {
         assert!(
             describe(&problems).contains("database migrations are not supported"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_condition_that_does_not_parse_stalls_naming_the_check() {
+        let problems = validate(&spec(json!({
+            "prometheus": {"address": "http://prometheus:9090"},
+            "verify": [{"name": "errors", "when": ["PostCutover"], "prometheus": {"query": "up", "condition": "result <"}}]
+        })))
+        .err()
+        .unwrap_or_default();
+        let text = describe(&problems);
+        assert!(
+            text.contains("spec.verify[0].prometheus.condition") && text.contains("errors"),
+            "{text}"
         );
     }
 

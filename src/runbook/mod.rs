@@ -8,6 +8,7 @@ pub mod observe;
 pub mod planner;
 pub mod render;
 pub mod steps;
+pub mod verify;
 
 use std::time::Duration;
 

@@ -15,10 +15,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{
     Effect, Note, Observed, Plan, ServiceState,
     steps::{self, Step},
+    verify::{self, Standing},
 };
 use crate::{
     api::{
         Color, Phase, ReleaseStatus,
+        checks::CheckPhase,
         release::StrategyType,
         status::{HistoryEntry, StepState},
     },
@@ -542,13 +544,24 @@ impl Planner<'_> {
     }
 
     fn verify(&self) -> Outcome {
-        let declared = self.obs.spec.verify.len();
-        if declared == 0 {
-            Outcome::Done("no checks declared".into())
-        } else {
-            Outcome::Done(format!(
-                "passed without measuring: {declared} declared checks are not run by this operator version"
-            ))
+        self.checks(Step::Verify, CheckPhase::PreCutover)
+            .unwrap_or_else(Outcome::Done)
+    }
+
+    /// How the checks of `phase`, measured since `step` started, stand:
+    /// `Err(summary)` when they all passed, the outcome to return otherwise.
+    fn checks(&self, step: Step, phase: CheckPhase) -> Result<Outcome, String> {
+        let since = steps::started_at(&self.st.steps, step).unwrap_or(self.obs.now);
+        match verify::standing(self.obs.spec, phase, &self.st.checks, since) {
+            Standing::Passed(summary) => Err(summary),
+            Standing::Failed(why) => Ok(Outcome::Fail(why)),
+            Standing::Running(progress, next) => {
+                let wait = next.map(|t| {
+                    let left = t.duration_since(self.obs.now).unsigned_abs();
+                    left.max(Duration::from_millis(200))
+                });
+                Ok(Outcome::Wait(progress, wait))
+            }
         }
     }
 
@@ -621,6 +634,11 @@ impl Planner<'_> {
     /// After cutover: keep the old color warm for the scale-down delay, then
     /// scale it down.
     fn observe(&mut self) -> Outcome {
+        if self.obs.spec.strategy.type_ == StrategyType::BlueGreen
+            && let Ok(outcome) = self.checks(Step::Observe, CheckPhase::PostCutover)
+        {
+            return outcome;
+        }
         let old = self.target().other();
         let delay = self
             .obs

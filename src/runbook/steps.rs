@@ -210,6 +210,15 @@ pub fn finished_at(steps: &[StepStatus], step: Step) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
+/// When step `step` started, if it has.
+pub fn started_at(steps: &[StepStatus], step: Step) -> Option<Timestamp> {
+    steps
+        .iter()
+        .find(|s| s.name == step.name())
+        .and_then(|s| s.started_at.as_ref())
+        .map(|t| t.0)
+}
+
 /// Whether step `step` succeeded.
 pub fn succeeded(steps: &[StepStatus], step: Step) -> bool {
     steps

@@ -8,3 +8,4 @@ mod cluster;
 mod leader;
 mod runbook;
 mod support;
+mod verify;

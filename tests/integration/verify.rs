@@ -1,0 +1,220 @@
+//! Verification checks inside the runbook: PreCutover checks gate the
+//! cutover, PostCutover checks roll traffic back, measured against real
+//! HTTP servers on loopback and the real Prometheus.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::{
+    core::v1::{Pod, Service},
+    events::v1::Event,
+};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
+use lockkeeper::api::{Phase, Release, status::CheckResult};
+use serde_json::json;
+
+use crate::runbook::{apply, release, service, wait_phase};
+use crate::support::{
+    HttpTarget, Operator, TestNamespace, cluster, events_about, install_crds, poll_until, wait_for,
+};
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn blue_green(delay: &str) -> serde_json::Value {
+    json!({"type": "BlueGreen", "blueGreen": {"activeService": "shop", "previewService": "shop-preview", "scaleDownDelay": delay}})
+}
+
+async fn setup(prefix: &str) -> (TestNamespace, Operator, Api<Release>) {
+    install_crds().await;
+    let ns = TestNamespace::new(prefix).await;
+    service(&ns, "shop").await;
+    service(&ns, "shop-preview").await;
+    let operator = Operator::for_namespace(ns.name()).await;
+    let api = ns.api::<Release>();
+    (ns, operator, api)
+}
+
+fn color(svc: &Service) -> Option<String> {
+    svc.spec
+        .as_ref()?
+        .selector
+        .as_ref()?
+        .get("lockkeeper.dev/color")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precutover_http_checks_gate_the_cutover() {
+    let (ns, _operator, api) = setup("verify-http").await;
+    let target = HttpTarget::start().await;
+    let health = |url: String| {
+        json!({"verify": [{"name": "health", "when": ["PreCutover"], "interval": "200ms", "count": 3,
+                           "http": {"url": format!("{url}/health"), "expectStatus": [200]}}]})
+    };
+    apply(&api, &release("v1", blue_green("1s"), health(target.url()))).await;
+    let r = wait_phase(&api, 1, Phase::Ready, LONG).await;
+    let checks = r.status.unwrap_or_default().checks;
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(
+        (checks[0].passed, checks[0].result),
+        (3, Some(CheckResult::Passed))
+    );
+    assert!(target.requests() >= 3);
+
+    // v2's health endpoint answers 503: no traffic moves, the revision rolls back.
+    target.set_status(503);
+    apply(&api, &release("v2", blue_green("1s"), health(target.url()))).await;
+    let r = wait_phase(&api, 2, Phase::RolledBack, LONG).await;
+    let status = r.status.unwrap_or_default();
+    assert!(
+        status
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("check health failed") && f.contains("503")),
+        "{:?}",
+        status.failure
+    );
+    let svc = ns
+        .api::<Service>()
+        .get("shop")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(color(&svc).as_deref(), Some("blue"));
+    poll_until(
+        "a CheckFailed event with the measured value",
+        Duration::from_secs(10),
+        || async {
+            let events = events_about(&ns.api::<Event>(), "Release", "shop").await?;
+            events
+                .iter()
+                .any(|e| e.reason == "CheckFailed" && e.note.contains("503"))
+                .then_some(())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
+    ns.cleanup().await;
+}
+
+/// Also the issue's figure: the time from a failing Prometheus measurement
+/// becoming visible to traffic being back on the old color.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_prometheus_measurement_after_cutover_moves_traffic_back() {
+    let (ns, _operator, api) = setup("verify-prom").await;
+    let prometheus = cluster().await.prometheus();
+    let target = HttpTarget::start().await;
+    target.set_metric("shop_error_ratio", 0.0);
+    let job = format!("shop-{}", target.addr().port());
+    let _registration = prometheus.register_target(&job, &target);
+    prometheus
+        .wait_for_value(&format!(r#"shop_error_ratio{{job="{job}"}}"#), LONG, |v| {
+            v == 0.0
+        })
+        .await;
+
+    let checks = json!({
+        "prometheus": {"address": prometheus.url()},
+        "verify": [{"name": "error-rate", "when": ["PostCutover"], "interval": "500ms", "count": 600,
+                    "prometheus": {"query": format!(r#"max(shop_error_ratio{{job="{job}"}})"#), "condition": "result < 0.5"}}]
+    });
+    apply(&api, &release("v1", blue_green("1s"), json!({}))).await;
+    wait_phase(&api, 1, Phase::Ready, LONG).await;
+    apply(&api, &release("v2", blue_green("10m"), checks)).await;
+    wait_for(&api, "shop", LONG, |r: &Release| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.revision == Some(2) && s.checks.iter().any(|c| c.passed >= 2))
+    })
+    .await;
+    let services = ns.api::<Service>();
+    assert_eq!(
+        color(&services.get("shop").await.unwrap_or_else(|e| panic!("{e}"))).as_deref(),
+        Some("green")
+    );
+
+    let flipped = Instant::now();
+    target.set_metric("shop_error_ratio", 0.9);
+    prometheus
+        .wait_for_value(&format!(r#"shop_error_ratio{{job="{job}"}}"#), LONG, |v| {
+            v > 0.5
+        })
+        .await;
+    let visible = Instant::now();
+    wait_for(&services, "shop", LONG, |s: &Service| {
+        color(s).as_deref() == Some("blue")
+    })
+    .await;
+    let back = visible.elapsed();
+    let from_flip = flipped.elapsed();
+    let r = wait_phase(&api, 2, Phase::RolledBack, LONG).await;
+    let failure = r.status.and_then(|s| s.failure).unwrap_or_default();
+    assert!(
+        failure.contains("error-rate") && failure.contains("0.9"),
+        "{failure}"
+    );
+    println!(
+        "error metric flipped -> traffic back on the old color: {:.0} ms; failing value visible in Prometheus -> traffic back: {:.0} ms (scrape 1 s, check interval 500 ms)",
+        from_flip.as_secs_f64() * 1000.0,
+        back.as_secs_f64() * 1000.0
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_restart_in_the_new_color_fails_the_stability_check() {
+    let (ns, _operator, api) = setup("verify-pods").await;
+    let extra = json!({
+        "verify": [{"name": "stability", "when": ["PreCutover"], "interval": "500ms", "count": 600, "pods": {"maxRestarts": 0}}]
+    });
+    apply(&api, &release("v1", blue_green("1s"), json!({}))).await;
+    wait_phase(&api, 1, Phase::Ready, LONG).await;
+    apply(&api, &release("v2", blue_green("1s"), extra)).await;
+    wait_for(&api, "shop", LONG, |r: &Release| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.revision == Some(2) && s.checks.iter().any(|c| c.passed >= 1))
+    })
+    .await;
+    // Play the kubelet reporting a crash of one green container.
+    let pods: Api<Pod> = ns.api();
+    let green = pods
+        .list(&ListParams::default().labels("lockkeeper.dev/color=green"))
+        .await
+        .unwrap_or_else(|e| panic!("listing green pods: {e}"));
+    let pod = green
+        .items
+        .first()
+        .unwrap_or_else(|| panic!("no green pods"));
+    let mut statuses = pod
+        .status
+        .clone()
+        .unwrap_or_default()
+        .container_statuses
+        .unwrap_or_default();
+    for cs in &mut statuses {
+        cs.restart_count = 2;
+    }
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    pods.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"containerStatuses": statuses}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("reporting restarts on {name}: {e}"));
+    let r = wait_phase(&api, 2, Phase::RolledBack, LONG).await;
+    let failure = r.status.and_then(|s| s.failure).unwrap_or_default();
+    assert!(
+        failure.contains("stability") && failure.contains("restarts"),
+        "{failure}"
+    );
+    let svc = ns
+        .api::<Service>()
+        .get("shop")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(color(&svc).as_deref(), Some("blue"));
+    ns.cleanup().await;
+}
