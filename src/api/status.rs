@@ -60,6 +60,10 @@ pub struct ReleaseStatus {
     /// This revision's runbook, one entry per step, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepStatus>,
+    /// Results of this revision's preflight: one entry per dependency, plus
+    /// `capacity` when it is checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<DependencyStatus>,
     /// Results of this revision's checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
@@ -210,6 +214,22 @@ pub struct CheckStatus {
     /// Detail of the last measurement or of the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The last result of one preflight dependency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyStatus {
+    /// The dependency's name (`capacity` for the capacity check).
+    pub name: String,
+    /// Whether it was reachable (or fitted) when last checked.
+    pub ready: bool,
+    /// What was measured, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
 }
 
 /// A decided check.

@@ -24,7 +24,7 @@ use crate::{
     api::{Phase, Release, ReleaseStatus},
     labels::FINALIZER,
     runbook::{
-        Effect, Observed, execute, observe, planner,
+        Effect, Observed, execute, observe, planner, preflight,
         render::Shipped,
         steps::{self, Step},
         verify,
@@ -201,7 +201,7 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             let world = observe::world(&ctx.client, release)
                 .await
                 .map_err(Error::Observe)?;
-            let measured = measure_due_checks(release, &old, now, ctx).await;
+            let measured = measure_due_checks(release, &validated, &old, now, ctx).await;
             let observed = Observed {
                 now,
                 generation,
@@ -270,6 +270,7 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
 /// decides from them like from any other state of the world.
 async fn measure_due_checks(
     release: &Release,
+    validated: &validate::Validated,
     status: &ReleaseStatus,
     now: Timestamp,
     ctx: &Context,
@@ -284,6 +285,10 @@ async fn measure_due_checks(
         return measured;
     }
     let (step, phase) = match steps::current(&status.steps) {
+        Some((_, Step::Preflight)) => {
+            check_dependencies(release, validated, &mut measured, now, ctx).await;
+            return measured;
+        }
         Some((_, Step::Verify)) => (Step::Verify, CheckPhase::PreCutover),
         Some((_, Step::Observe)) => (Step::Observe, CheckPhase::PostCutover),
         _ => return measured,
@@ -336,6 +341,49 @@ async fn measure_due_checks(
         }
     }
     measured
+}
+
+/// Checks the preflight dependencies (and capacity) that are not ready yet.
+async fn check_dependencies(
+    release: &Release,
+    validated: &validate::Validated,
+    status: &mut ReleaseStatus,
+    now: Timestamp,
+    ctx: &Context,
+) {
+    let Some(declared) = preflight::declared(&release.spec) else {
+        return;
+    };
+    let timeout = declared
+        .timeout
+        .map_or(preflight::DEFAULT_TIMEOUT, Into::into);
+    let due: Vec<_> = declared
+        .dependencies
+        .iter()
+        .filter(|d| preflight::due(&status.dependencies, &d.name, now))
+        .collect();
+    let results = futures::future::join_all(
+        due.iter()
+            .map(|d| preflight::check(&ctx.client, &ctx.http, release, d, timeout)),
+    )
+    .await;
+    for (dependency, measurement) in due.iter().zip(results) {
+        preflight::record(
+            &mut status.dependencies,
+            &dependency.name,
+            &measurement,
+            now,
+        );
+    }
+    if declared.capacity && preflight::due(&status.dependencies, preflight::CAPACITY, now) {
+        let measurement = preflight::capacity(&ctx.client, release, validated).await;
+        preflight::record(
+            &mut status.dependencies,
+            preflight::CAPACITY,
+            &measurement,
+            now,
+        );
+    }
 }
 
 async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, Error> {

@@ -255,13 +255,6 @@ fn check_service_targets(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, Stri
 /// asks for a backup or a migration must never go ahead without one.
 fn check_supported(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
     let unsupported = [
-        (
-            "spec.preflight",
-            spec.preflight
-                .as_ref()
-                .is_some_and(|p| !p.dependencies.is_empty() || p.capacity),
-            "preflight checks",
-        ),
         ("spec.backup", spec.backup.is_some(), "backups"),
         ("spec.config", spec.config.is_some(), "release-owned config"),
         (

@@ -6,6 +6,7 @@
 pub mod execute;
 pub mod observe;
 pub mod planner;
+pub mod preflight;
 pub mod render;
 pub mod steps;
 pub mod verify;

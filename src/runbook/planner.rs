@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    Effect, Note, Observed, Plan, ServiceState,
+    Effect, Note, Observed, Plan, ServiceState, preflight,
     steps::{self, Step},
     verify::{self, Standing},
 };
@@ -148,6 +148,7 @@ impl Planner<'_> {
         self.st.phase = Some(Phase::Pending);
         self.st.steps = steps::pending(&steps::forward(self.obs.spec));
         self.st.checks.clear();
+        self.st.dependencies.clear();
         self.st.failure = None;
         self.st.target_color = Some(target);
         self.st.run_started_at = Some(Time(self.obs.now));
@@ -324,6 +325,10 @@ impl Planner<'_> {
     /// Ends the current revision with `result` and records it.
     fn end_run(&mut self, result: Phase, reason: String) {
         self.st.phase = Some(result);
+        if result == Phase::Failed {
+            // The final word, including whether anything was changed.
+            self.st.failure = Some(reason.clone());
+        }
         let revision = self.revision();
         let version = self
             .st
@@ -426,7 +431,7 @@ impl Planner<'_> {
             // Validation stalls a Release that asks for preflight, backup,
             // config or migration before a revision starts, so these steps
             // have nothing to do here.
-            Step::Preflight => Outcome::Skip("no preflight checks declared".into()),
+            Step::Preflight => self.preflight(),
             Step::Backup => Outcome::Skip("no backups declared".into()),
             Step::Config => Outcome::Skip("no release-owned config".into()),
             Step::Migrate => Outcome::Skip("no migration declared".into()),
@@ -541,6 +546,22 @@ impl Planner<'_> {
             }
         }
         Outcome::Done(format!("{name} {replicas}/{replicas} available"))
+    }
+
+    /// Dependencies reachable and room for the new color, retried until the
+    /// preflight timeout; nothing has changed yet, so a failure ends Failed.
+    fn preflight(&self) -> Outcome {
+        let Some(declared) = preflight::declared(self.obs.spec) else {
+            return Outcome::Skip("no preflight checks declared".into());
+        };
+        let since = steps::started_at(&self.st.steps, Step::Preflight).unwrap_or(self.obs.now);
+        match preflight::standing(declared, &self.st.dependencies, since, self.obs.now) {
+            preflight::Standing::Passed(summary) => Outcome::Done(summary),
+            preflight::Standing::Failed(why) => Outcome::Fail(why),
+            preflight::Standing::Waiting(progress) => {
+                Outcome::Wait(progress, Some(preflight::RETRY))
+            }
+        }
     }
 
     fn verify(&self) -> Outcome {

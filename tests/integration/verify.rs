@@ -218,3 +218,72 @@ async fn a_container_restart_in_the_new_color_fails_the_stability_check() {
     assert_eq!(color(&svc).as_deref(), Some("blue"));
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_checks_dependencies_and_capacity_before_anything_changes() {
+    let (ns, _operator, api) = setup("preflight").await;
+    let target = HttpTarget::start().await;
+    let closed = crate::support::free_port();
+    let preflight = |tcp_port: u16, cpu: &str| {
+        json!({
+            "preflight": {"timeout": "3s", "capacity": true, "dependencies": [
+                {"name": "payments", "http": {"url": format!("{}/health", target.url()), "expectStatus": [200]}},
+                {"name": "mysql", "tcp": {"url": format!("tcp://127.0.0.1:{tcp_port}")}},
+                {"name": "kube-dns", "dns": {"name": "localhost"}}
+            ]},
+            "workload": {"template": {"spec": {"containers": [{"name": "app", "image": "shop:v", "resources": {"requests": {"cpu": cpu}}}]}}}
+        })
+    };
+    // Everything reachable and the pods fit: the revision runs to Ready.
+    apply(
+        &api,
+        &release(
+            "v1",
+            blue_green("1s"),
+            preflight(target.addr().port(), "100m"),
+        ),
+    )
+    .await;
+    let r = wait_phase(&api, 1, Phase::Ready, LONG).await;
+    let deps = r.status.unwrap_or_default().dependencies;
+    assert_eq!(deps.len(), 4, "{deps:?}");
+    assert!(deps.iter().all(|d| d.ready), "{deps:?}");
+
+    // A closed port: Failed after the preflight timeout, nothing deployed.
+    apply(
+        &api,
+        &release("v2", blue_green("1s"), preflight(closed, "100m")),
+    )
+    .await;
+    let r = wait_phase(&api, 2, Phase::Failed, LONG).await;
+    let status = r.status.unwrap_or_default();
+    let failure = status.failure.unwrap_or_default();
+    assert!(
+        failure.contains("mysql") && failure.contains("nothing was changed"),
+        "{failure}"
+    );
+    assert!(
+        ns.api::<k8s_openapi::api::apps::v1::Deployment>()
+            .get_opt("shop-green")
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
+        "green never created"
+    );
+
+    // Requests no node can hold: capacity fails.
+    apply(
+        &api,
+        &release(
+            "v3",
+            blue_green("1s"),
+            preflight(target.addr().port(), "5000"),
+        ),
+    )
+    .await;
+    let r = wait_phase(&api, 3, Phase::Failed, LONG).await;
+    let failure = r.status.and_then(|s| s.failure).unwrap_or_default();
+    assert!(failure.contains("capacity"), "{failure}");
+    ns.cleanup().await;
+}
