@@ -303,13 +303,18 @@ async fn measure_due_checks(
         color: status.target_color.unwrap_or(Color::Blue),
         revision: status.revision.unwrap_or_default(),
         phase,
+        validated,
+        statuses: &status.checks,
     };
     let results = futures::future::join_all(
         due.iter()
             .map(|check| verify::measure(&ctx.client, &ctx.http, &target, check)),
     )
     .await;
-    for (check, (measurement, final_failure)) in due.iter().zip(results) {
+    for (check, result) in due.iter().zip(results) {
+        let Some((measurement, final_failure)) = result else {
+            continue;
+        };
         verify::record(
             &mut measured.checks,
             check,

@@ -281,15 +281,6 @@ fn check_supported(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
 fn check_checks(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
     for (i, check) in spec.verify.iter().enumerate() {
         let path = format!("spec.verify[{i}]");
-        if check.job.is_some() {
-            problem(
-                &path,
-                format!(
-                    "check {:?}: job checks are not supported by this operator version",
-                    check.name
-                ),
-            );
-        }
         if let Some(p) = &check.prometheus {
             if let Err(e) = crate::checks::prometheus::compile_condition(&p.condition) {
                 problem(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, Deployment, DeploymentSpec},
+        batch::v1::{Job, JobSpec},
         core::v1::PodTemplateSpec,
     },
     apimachinery::pkg::{
@@ -164,6 +165,73 @@ pub fn shipped_from_record(record: &ControllerRevision) -> Result<Shipped, Strin
         .map_err(|e| format!("the record cannot be read: {e}"))
 }
 
+/// `<release>-<what>-r<revision>`, shortened with a hash when it would
+/// exceed the 63 characters a Job's pods can carry in their labels.
+pub fn child_name(release: &str, what: &str, revision: i64) -> String {
+    let full = format!("{release}-{what}-r{revision}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = hex::encode(&Sha256::digest(full.as_bytes())[..4]);
+    let keep = 63 - hash.len() - 1;
+    let mut cut = keep;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", full[..cut].trim_end_matches('-'))
+}
+
+/// A Job the release runs (a check, a migration, a backup): labelled and
+/// owned like every child, containers without an image get the version's
+/// image, pods never restart in place (the Job's own backoffLimit retries),
+/// and the Job is bounded by `timeout`.
+pub fn job(
+    release: &Release,
+    name: &str,
+    role: &str,
+    spec: &JobSpec,
+    image: &str,
+    revision: i64,
+    timeout: std::time::Duration,
+) -> Job {
+    let release_name = release.metadata.name.clone().unwrap_or_default();
+    let mut spec = spec.clone();
+    if let Some(pod) = spec.template.spec.as_mut() {
+        for container in &mut pod.containers {
+            if container.image.as_deref().is_none_or(str::is_empty) {
+                container.image = Some(image.to_owned());
+            }
+        }
+        if pod.restart_policy.is_none() {
+            pod.restart_policy = Some("Never".into());
+        }
+    }
+    let labels = labels(&release_name, role, revision, &release.spec.version);
+    let pod_meta = spec
+        .template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default);
+    pod_meta
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels.clone());
+    if spec.active_deadline_seconds.is_none() {
+        spec.active_deadline_seconds =
+            Some(i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX));
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: release.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(release)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 /// A server-side apply body that sets only a Service's selector.
 pub fn service_selector_patch(service: &str, release: &str, color: Color) -> serde_json::Value {
     json!({
@@ -226,6 +294,26 @@ mod tests {
         assert_eq!(Shipped::of(&spec).hash(), a);
         spec.version = "v3".into();
         assert_ne!(Shipped::of(&spec).hash(), a);
+    }
+
+    #[test]
+    fn child_names_fit_in_a_label() {
+        let short = child_name("shop", "check-db-pre-m0", 7);
+        assert_eq!(short, "shop-check-db-pre-m0-r7");
+        let long = child_name(
+            &"a".repeat(40),
+            &format!("check-{}-post-m12", "b".repeat(63)),
+            12345,
+        );
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(
+            long,
+            child_name(
+                &"a".repeat(40),
+                &format!("check-{}-post-m13", "b".repeat(63)),
+                12345
+            )
+        );
     }
 
     #[test]

@@ -5,11 +5,17 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::{
     api::core::v1::{Pod, Secret},
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, PostParams},
+};
+
+use super::render;
 
 use crate::{
     api::{
@@ -23,6 +29,7 @@ use crate::{
         measure::{Limits, Measurement, Outcome, Tally},
         prometheus::{PrometheusServer, QueryError, QueryVars},
     },
+    controller::validate::Validated,
     labels::{COLOR, RELEASE},
 };
 
@@ -182,7 +189,10 @@ pub fn standing(
                 let limits = Limits::of(check);
                 let done = status.map_or(0, |s| s.passed);
                 progress.push(format!("{} {done}/{} passed", check.name, limits.count));
-                if let Some(t) = next_due(check, phase, statuses, since) {
+                // A running Job check wakes the release through the Job watch.
+                if check.job.is_none()
+                    && let Some(t) = next_due(check, phase, statuses, since)
+                {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
             }
@@ -218,11 +228,15 @@ pub struct Target<'a> {
     pub revision: i64,
     /// The phase the checks belong to.
     pub phase: CheckPhase,
+    /// The decoded spec (Job check templates, the version's image).
+    pub validated: &'a Validated,
+    /// The check statuses so far (a Job check runs one Job per measurement).
+    pub statuses: &'a [CheckStatus],
 }
 
 /// Takes one measurement of `check`; the bool is true when it can never
 /// pass on retry.
-pub async fn measure(
+pub async fn measure_now(
     client: &Client,
     http: &reqwest::Client,
     target: &Target<'_>,
@@ -304,12 +318,118 @@ pub async fn measure(
         return (pod_stability(client, target, pods).await, false);
     }
     (
-        Measurement::fail(
-            None,
-            "job checks are not supported by this operator version",
-        ),
+        Measurement::fail(None, "the check names no kind of measurement"),
         true,
     )
+}
+
+/// Takes one measurement of `check`, or `None` while a Job check's Job is
+/// still running; the bool is true when the measurement can never pass on
+/// retry.
+pub async fn measure(
+    client: &Client,
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    check: &Check,
+) -> Option<(Measurement, bool)> {
+    if check.job.is_some() {
+        return job_check(client, target, check).await;
+    }
+    Some(measure_now(client, http, target, check).await)
+}
+
+/// A Job check: one Job per measurement, created if absent under a
+/// deterministic name (so a restart never runs it twice), measured once it
+/// has finished. `None` while it runs.
+pub async fn job_check(
+    client: &Client,
+    target: &Target<'_>,
+    check: &Check,
+) -> Option<(Measurement, bool)> {
+    let release = target.release;
+    let ns = release.namespace().unwrap_or_default();
+    let Some(template) = target.validated.check_jobs.get(&check.name) else {
+        return Some((
+            Measurement::fail(None, "the Job template could not be read"),
+            true,
+        ));
+    };
+    let taken = target
+        .statuses
+        .iter()
+        .find(|s| s.name == check.name && s.phase == target.phase)
+        .map_or(0, |s| s.passed + s.failed + s.inconclusive);
+    let phase = match target.phase {
+        CheckPhase::PreCutover => "pre",
+        CheckPhase::PostCutover => "post",
+    };
+    let name = render::child_name(
+        &release.name_any(),
+        &format!("check-{}-{phase}-m{taken}", check.name),
+        target.revision,
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let existing = match jobs.get_opt(&name).await {
+        Ok(found) => found,
+        Err(e) => {
+            return Some((
+                Measurement::inconclusive(None, format!("reading Job {ns}/{name}: {e}")),
+                false,
+            ));
+        }
+    };
+    let Some(job) = existing else {
+        let timeout = check
+            .job
+            .as_ref()
+            .and_then(|j| j.timeout)
+            .map_or(Duration::from_secs(300), Into::into);
+        let job = render::job(
+            release,
+            &name,
+            "check",
+            template,
+            &target.validated.image,
+            target.revision,
+            timeout,
+        );
+        return match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => None,
+            Err(kube::Error::Api(status)) if status.code == 409 => None,
+            Err(e) => Some((
+                Measurement::fail(None, format!("creating Job {ns}/{name}: {e}")),
+                true,
+            )),
+        };
+    };
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if holds("Complete").is_some() {
+        return Some((
+            Measurement::pass(Some("succeeded".into()), format!("Job {name} succeeded")),
+            false,
+        ));
+    }
+    if let Some(failed) = holds("Failed") {
+        let why = failed
+            .message
+            .clone()
+            .or_else(|| failed.reason.clone())
+            .unwrap_or_default();
+        return Some((
+            Measurement::fail(Some("failed".into()), format!("Job {name} failed: {why}")),
+            false,
+        ));
+    }
+    None
 }
 
 /// The URL a Service-port check talks to: the check's own `url`, or the

@@ -287,3 +287,55 @@ async fn preflight_checks_dependencies_and_capacity_before_anything_changes() {
     assert!(failure.contains("capacity"), "{failure}");
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_checks_run_once_per_measurement_and_a_failing_job_rolls_back() {
+    let (ns, _operator, api) = setup("verify-job").await;
+    let job = |behavior: &str| {
+        json!({"verify": [{"name": "db", "when": ["PreCutover"], "job": {"template": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": {crate::support::BEHAVIOR_LABEL: behavior}},
+                         "spec": {"containers": [{"name": "check", "command": ["app", "check", "--database"]}]}}
+        }}}]})
+    };
+    apply(&api, &release("v1", blue_green("1s"), job("ok"))).await;
+    let r = wait_phase(&api, 1, Phase::Ready, LONG).await;
+    let checks = r.status.unwrap_or_default().checks;
+    assert_eq!(
+        checks.first().map(|c| c.result),
+        Some(Some(CheckResult::Passed)),
+        "{checks:?}"
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = ns.api();
+    let listed = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.items.len(), 1, "one Job for one measurement");
+    let image = listed.items[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].image.clone());
+    assert_eq!(
+        image.as_deref(),
+        Some("shop:v1"),
+        "the version's image by default"
+    );
+
+    apply(
+        &api,
+        &release("v2", blue_green("1s"), job(crate::support::FAIL)),
+    )
+    .await;
+    let r = wait_phase(&api, 2, Phase::RolledBack, LONG).await;
+    let failure = r.status.and_then(|s| s.failure).unwrap_or_default();
+    assert!(failure.contains("check db failed"), "{failure}");
+    let svc = ns
+        .api::<Service>()
+        .get("shop")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(color(&svc).as_deref(), Some("blue"));
+    ns.cleanup().await;
+}
