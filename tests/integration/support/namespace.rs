@@ -144,6 +144,7 @@ impl Drop for TestNamespace {
 }
 
 async fn delete_namespace(client: Client, name: &str) -> Result<(), String> {
+    release_finalizers(&client, name).await;
     match Api::<Namespace>::all(client)
         .delete(name, &DeleteParams::background())
         .await
@@ -151,6 +152,41 @@ async fn delete_namespace(client: Client, name: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(format!("deleting test namespace {name}: {e}")),
+    }
+}
+
+/// Drops the operator's finalizer from the namespace's Releases: a test that
+/// failed may have killed its operator first, and the namespace would then
+/// stay Terminating for ever. Best effort: the CRD may not even be installed.
+async fn release_finalizers(client: &Client, namespace: &str) {
+    let resource = kube::api::ApiResource {
+        group: "lockkeeper.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "lockkeeper.dev/v1alpha1".into(),
+        kind: "Release".into(),
+        plural: "releases".into(),
+    };
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    let Ok(list) = api.list(&kube::api::ListParams::default()).await else {
+        return;
+    };
+    for release in list.items {
+        let Some(name) = release.metadata.name.clone() else {
+            continue;
+        };
+        if release
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+        {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        let _ = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
     }
 }
 
