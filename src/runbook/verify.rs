@@ -116,17 +116,7 @@ pub fn record(
     {
         Some(i) => i,
         None => {
-            statuses.push(CheckStatus {
-                name: check.name.clone(),
-                phase,
-                passed: 0,
-                failed: 0,
-                inconclusive: 0,
-                last_value: None,
-                last_measured_at: None,
-                result: None,
-                message: None,
-            });
+            statuses.push(fresh_status(check, phase));
             statuses.len() - 1
         }
     };
@@ -173,7 +163,7 @@ pub fn standing(
             Some(CheckResult::Failed) => {
                 let s = status
                     .cloned()
-                    .unwrap_or_else(|| unreachable_status(check, phase));
+                    .unwrap_or_else(|| fresh_status(check, phase));
                 let value = s
                     .last_value
                     .map(|v| format!(" (measured {v})"))
@@ -204,7 +194,8 @@ pub fn standing(
     Standing::Running(progress.join(", "), next)
 }
 
-fn unreachable_status(check: &Check, phase: CheckPhase) -> CheckStatus {
+/// A check's status before its first measurement.
+fn fresh_status(check: &Check, phase: CheckPhase) -> CheckStatus {
     CheckStatus {
         name: check.name.clone(),
         phase,
@@ -213,7 +204,7 @@ fn unreachable_status(check: &Check, phase: CheckPhase) -> CheckStatus {
         inconclusive: 0,
         last_value: None,
         last_measured_at: None,
-        result: Some(CheckResult::Failed),
+        result: None,
         message: None,
     }
 }

@@ -21,7 +21,7 @@ use crate::support::{
     wait_for,
 };
 
-const LONG: Duration = Duration::from_secs(90);
+pub const LONG: Duration = Duration::from_secs(90);
 
 /// A Release manifest; `extra` is merged over the base spec.
 pub fn release(version: &str, strategy: Value, extra: Value) -> Value {
@@ -51,7 +51,7 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-fn blue_green(delay: &str) -> Value {
+pub fn blue_green(delay: &str) -> Value {
     json!({"type": "BlueGreen", "blueGreen": {"activeService": "shop", "previewService": "shop-preview", "scaleDownDelay": delay}})
 }
 
@@ -106,7 +106,7 @@ pub async fn wait_phase(
     .await
 }
 
-fn selected_color(svc: &Service) -> Option<String> {
+pub fn selected_color(svc: &Service) -> Option<String> {
     svc.spec
         .as_ref()?
         .selector
@@ -133,7 +133,7 @@ async fn replicas(ns: &TestNamespace, color: &str) -> Option<i32> {
         .and_then(|d| d.spec.replicas)
 }
 
-async fn setup(prefix: &str) -> (TestNamespace, Operator, Api<Release>) {
+pub async fn setup(prefix: &str) -> (TestNamespace, Operator, Api<Release>) {
     install_crds().await;
     let ns = TestNamespace::new(prefix).await;
     service(&ns, "shop").await;

@@ -15,35 +15,10 @@ use kube::{
 use lockkeeper::api::{Phase, Release, status::CheckResult};
 use serde_json::json;
 
-use crate::runbook::{apply, release, service, wait_phase};
-use crate::support::{
-    HttpTarget, Operator, TestNamespace, cluster, events_about, install_crds, poll_until, wait_for,
+use crate::runbook::{
+    LONG, apply, blue_green, release, selected_color as color, setup, wait_phase,
 };
-
-const LONG: Duration = Duration::from_secs(90);
-
-fn blue_green(delay: &str) -> serde_json::Value {
-    json!({"type": "BlueGreen", "blueGreen": {"activeService": "shop", "previewService": "shop-preview", "scaleDownDelay": delay}})
-}
-
-async fn setup(prefix: &str) -> (TestNamespace, Operator, Api<Release>) {
-    install_crds().await;
-    let ns = TestNamespace::new(prefix).await;
-    service(&ns, "shop").await;
-    service(&ns, "shop-preview").await;
-    let operator = Operator::for_namespace(ns.name()).await;
-    let api = ns.api::<Release>();
-    (ns, operator, api)
-}
-
-fn color(svc: &Service) -> Option<String> {
-    svc.spec
-        .as_ref()?
-        .selector
-        .as_ref()?
-        .get("lockkeeper.dev/color")
-        .cloned()
-}
+use crate::support::{HttpTarget, cluster, events_about, poll_until, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn precutover_http_checks_gate_the_cutover() {
