@@ -208,12 +208,7 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 spec: &release.spec,
                 hash: Shipped::of(&release.spec).hash(),
                 status: &measured,
-                blue: world.blue,
-                green: world.green,
-                traffic_service: world.traffic_service,
-                preview_service: world.preview_service,
-                pods: world.pods,
-                stable_record: world.stable_record,
+                world,
                 requests: observe::requests(release),
             };
             let mut plan = planner::plan(&observed);

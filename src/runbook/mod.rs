@@ -69,6 +69,26 @@ pub struct Requests {
     pub retry: Option<i64>,
 }
 
+/// The release's children and the Services it steers, as observed.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// The blue Deployment.
+    pub blue: Option<DeploymentState>,
+    /// The green Deployment.
+    pub green: Option<DeploymentState>,
+    /// The Service carrying production traffic (BlueGreen's active Service
+    /// or Recreate's optional Service); `None` when there is none to steer.
+    pub traffic_service: Option<ServiceState>,
+    /// BlueGreen's preview Service, when configured.
+    pub preview_service: Option<ServiceState>,
+    /// Pods still present of the color being stopped (gathered only while
+    /// stopping).
+    pub pods: Option<(Color, u32)>,
+    /// Whether the revision record of the stable revision exists (looked up
+    /// only while rolling back).
+    pub stable_record: bool,
+}
+
 /// Everything the planner looks at.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
@@ -82,19 +102,8 @@ pub struct Observed<'a> {
     pub hash: String,
     /// The status as last written.
     pub status: &'a ReleaseStatus,
-    /// The blue Deployment.
-    pub blue: Option<DeploymentState>,
-    /// The green Deployment.
-    pub green: Option<DeploymentState>,
-    /// The Service carrying production traffic (BlueGreen's active Service
-    /// or Recreate's optional Service); `None` when there is none to steer.
-    pub traffic_service: Option<ServiceState>,
-    /// BlueGreen's preview Service, when configured.
-    pub preview_service: Option<ServiceState>,
-    /// Pods still present per color (only gathered while stopping).
-    pub pods: Option<(Color, u32)>,
-    /// Whether the revision record of the stable revision exists.
-    pub stable_record: bool,
+    /// The children and Services as they are now.
+    pub world: World,
     /// Requests made by people.
     pub requests: Requests,
 }
@@ -103,8 +112,8 @@ impl Observed<'_> {
     /// One color's Deployment.
     pub fn deployment(&self, color: Color) -> Option<&DeploymentState> {
         match color {
-            Color::Blue => self.blue.as_ref(),
-            Color::Green => self.green.as_ref(),
+            Color::Blue => self.world.blue.as_ref(),
+            Color::Green => self.world.green.as_ref(),
         }
     }
 }

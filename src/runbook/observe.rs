@@ -10,7 +10,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-use super::{DeploymentState, Requests, ServiceState, render};
+use super::{DeploymentState, Requests, ServiceState, World, render};
 use crate::{
     api::{Color, Phase, Release, release::StrategyType},
     labels::{COLOR, RELEASE, REVISION, request},
@@ -28,23 +28,6 @@ pub struct ObserveError {
     pub name: String,
     /// Cause.
     pub source: kube::Error,
-}
-
-/// The observed world, owned; `Observed` borrows from it.
-#[derive(Clone, Debug, Default)]
-pub struct World {
-    /// Blue Deployment.
-    pub blue: Option<DeploymentState>,
-    /// Green Deployment.
-    pub green: Option<DeploymentState>,
-    /// The Service carrying traffic.
-    pub traffic_service: Option<ServiceState>,
-    /// The preview Service.
-    pub preview_service: Option<ServiceState>,
-    /// Pods of the color being stopped.
-    pub pods: Option<(Color, u32)>,
-    /// Whether the stable revision's record exists.
-    pub stable_record: bool,
 }
 
 /// Reads everything the planner needs for `release`.

@@ -167,7 +167,7 @@ impl Planner<'_> {
     /// A Service the revision must steer is missing or cannot be steered.
     fn traffic_service_problem(&self) -> Option<(&'static str, String)> {
         let name = self.traffic_service_name()?;
-        match self.obs.traffic_service.as_ref()? {
+        match self.obs.world.traffic_service.as_ref()? {
             ServiceState::Missing => Some((
                 "ServiceMissing",
                 format!(
@@ -462,7 +462,7 @@ impl Planner<'_> {
                 },
                 format!("stopping {}", old.as_str()),
             ),
-            Some(_) => match self.obs.pods {
+            Some(_) => match self.obs.world.pods {
                 Some((color, n)) if color == old && n > 0 => Outcome::Wait(
                     format!("waiting for {n} {} pods to terminate", old.as_str()),
                     Some(POD_POLL),
@@ -520,10 +520,10 @@ impl Planner<'_> {
                 .blue_green
                 .as_ref()
                 .and_then(|b| b.preview_service.clone())
-                .map(|s| (s, self.obs.preview_service.as_ref())),
+                .map(|s| (s, self.obs.world.preview_service.as_ref())),
             StrategyType::Recreate => self
                 .traffic_service_name()
-                .map(|s| (s.to_owned(), self.obs.traffic_service.as_ref())),
+                .map(|s| (s.to_owned(), self.obs.world.traffic_service.as_ref())),
         };
         if let Some((service, state)) = service {
             match state {
@@ -592,7 +592,7 @@ impl Planner<'_> {
             return Outcome::Skip("Recreate has no cutover".into());
         };
         let service = bg.active_service.clone();
-        match self.obs.traffic_service.as_ref() {
+        match self.obs.world.traffic_service.as_ref() {
             Some(ServiceState::Selects(Some(c))) if *c == target => {
                 self.st.active_color = Some(target);
                 Outcome::Done(format!("Service {service} now selects {}", target.as_str()))
@@ -706,7 +706,7 @@ impl Planner<'_> {
         };
         let service = self.traffic_service_name().map(str::to_owned);
         let recreate = self.obs.spec.strategy.type_ == StrategyType::Recreate;
-        let selects = |color: Color| matches!(self.obs.traffic_service, Some(ServiceState::Selects(Some(c))) if c == color);
+        let selects = |color: Color| matches!(self.obs.world.traffic_service, Some(ServiceState::Selects(Some(c))) if c == color);
         let cut_over = steps::succeeded(&self.st.steps, Step::CutOver) || selects(target);
         let name = previous.as_str();
         if !recreate && !cut_over {
@@ -715,7 +715,7 @@ impl Planner<'_> {
         }
         let running = match self.obs.deployment(previous) {
             Some(d) if d.revision == Some(stable) && d.desired > 0 => d,
-            _ if self.obs.stable_record => {
+            _ if self.obs.world.stable_record => {
                 return Outcome::Act(
                     Effect::RestoreDeployment {
                         color: previous,

@@ -339,12 +339,14 @@ impl Sim {
             spec: &self.spec,
             hash: self.hash(),
             status: st,
-            blue: self.blue.as_ref().map(Dep::state),
-            green: self.green.as_ref().map(Dep::state),
-            traffic_service: self.traffic_name().map(|_| self.traffic.clone()),
-            preview_service: self.preview_name().map(|_| self.preview.clone()),
-            pods,
-            stable_record,
+            world: crate::runbook::World {
+                blue: self.blue.as_ref().map(Dep::state),
+                green: self.green.as_ref().map(Dep::state),
+                traffic_service: self.traffic_name().map(|_| self.traffic.clone()),
+                preview_service: self.preview_name().map(|_| self.preview.clone()),
+                pods,
+                stable_record,
+            },
             requests: self.requests.clone(),
         }
     }
