@@ -24,8 +24,9 @@ e2e/cluster/up.sh --fresh "$state" >&2
 . "$state/env"
 export PATH="$LOCKKEEPER_BIN_DIR:$PATH"
 
-operator_pid=
+operator_pid= health_pid=
 cleanup() {
+  [ -z "$health_pid" ] || kill "$health_pid" 2>/dev/null || true
   if [ "${LOCKKEEPER_KEEP_CLUSTER:-0}" = 1 ]; then
     echo "cluster and operator left running: export KUBECONFIG=$KUBECONFIG; stop with: kill $operator_pid; e2e/cluster/down.sh $state"
     return
@@ -40,13 +41,18 @@ kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=Established crd/releases.lockkeeper.dev >/dev/null
 kubectl create namespace "$ns" >/dev/null
 kubectl apply -n "$ns" -f e2e/demo/services.yaml >/dev/null
+# The stand-in for the application's health endpoint and its database.
+health_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$state/www" && echo ok > "$state/www/health"
+python3 -m http.server "$health_port" --bind 127.0.0.1 --directory "$state/www" >"$state/logs/health.log" 2>&1 &
+health_pid=$!
 "$bin" run --leader-elect=false --namespace "$ns" --metrics-addr 127.0.0.1:0 >"$state/logs/operator.log" 2>&1 &
 operator_pid=$!
 
 follow() { python3 e2e/demo/follow.py "$ns" shop "$1"; }
 
 apply_version() {
-  sed -e "s/VERSION/$1/g" -e "s/BEHAVIOR/$2/" -e "s/CHANGE/$3/" e2e/demo/release.yaml | kubectl apply -n "$ns" -f - >/dev/null
+  sed -e "s/VERSION/$1/g" -e "s/BEHAVIOR/$2/" -e "s/CHANGE/$3/" -e "s/HEALTH_PORT/$health_port/g" e2e/demo/release.yaml | kubectl apply -n "$ns" -f - >/dev/null
 }
 
 selector() { kubectl get service shop -n "$ns" -o jsonpath='{.spec.selector.lockkeeper\.dev/color}'; }

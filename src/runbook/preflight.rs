@@ -96,7 +96,7 @@ pub fn standing(
     let ready = names.len() - failing.len();
     if failing.is_empty() {
         return Standing::Passed(format!(
-            "{ready}/{} dependencies and capacity checks passed",
+            "{ready}/{} preflight checks passed",
             names.len()
         ));
     }
