@@ -6,6 +6,7 @@ pub mod api;
 pub mod checks;
 pub mod controller;
 pub mod crd;
+pub mod environment;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

@@ -26,7 +26,10 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use crate::{api::Release, metrics::Metrics};
+use crate::{
+    api::{Environment, Release},
+    metrics::Metrics,
+};
 pub use reconcile::Error;
 
 /// How the controller runs.
@@ -130,7 +133,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
             // Services are the user's, not children: map each to the
             // Releases that steer it, so a Service that appears (or is
             // edited) wakes them.
+            let every_release = controller.store();
             controller
+                // An Environment's change may change the rules (or defaults)
+                // of any Release; they are few, so all are looked at again.
+                .watches(
+                    Api::<Environment>::all(ctx.client.clone()),
+                    watcher::Config::default(),
+                    move |_: Environment| {
+                        every_release
+                            .state()
+                            .into_iter()
+                            .map(|guard| ObjectRef::from_obj(&*guard))
+                            .collect::<Vec<_>>()
+                    },
+                )
                 .watches(
                     services,
                     watcher::Config::default(),

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::{ApiResource, DynamicObject, ListParams},
     api::{Patch, PatchParams},
     core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
@@ -19,9 +19,11 @@ use serde_json::json;
 use tracing::{Span, debug, field, info, instrument, warn};
 
 use super::{Context, conditions, status, validate};
+use k8s_openapi::api::core::v1::Namespace;
+
 use crate::{
-    api::{Color, checks::CheckPhase},
-    api::{Phase, Release, ReleaseStatus},
+    api::{Color, Environment, Phase, Release, ReleaseStatus, checks::CheckPhase},
+    environment,
     labels::FINALIZER,
     runbook::{
         Effect, Observed, execute, observe, planner, preflight,
@@ -30,6 +32,9 @@ use crate::{
         verify,
     },
 };
+
+/// The condition saying which Environment's rules apply.
+const ENVIRONMENT: &str = "Environment";
 
 /// Why a reconcile failed; one variant per operation.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,16 @@ pub enum Error {
         namespace: String,
         /// Name.
         name: String,
+        /// Cause.
+        source: kube::Error,
+    },
+    /// Reading the namespace or the Environments failed.
+    #[error("{what} {namespace}: {source}")]
+    Environment {
+        /// What was being read.
+        what: &'static str,
+        /// The Release's namespace.
+        namespace: String,
         /// Cause.
         source: kube::Error,
     },
@@ -79,6 +94,7 @@ impl Error {
             Error::WriteStatus { .. } => "write_status",
             Error::RemoveFinalizer { .. } => "remove_finalizer",
             Error::Observe(_) => "observe",
+            Error::Environment { .. } => "environment",
             Error::Execute(e) => e.category(),
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
@@ -165,30 +181,43 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
     let mut new = old.clone();
     new.observed_generation = Some(generation);
 
-    match validate::validate(&release.spec) {
+    // The Environment's defaults fill in what the Release leaves unset; the
+    // rest of the reconcile works on that effective Release.
+    let resolution = resolve_environment(release, ctx).await?;
+    let effective = Release {
+        spec: environment::with_defaults(&release.spec, &environment::Defaults::of(&resolution)),
+        ..release.clone()
+    };
+    let release = &effective;
+    let problems = match &resolution {
+        environment::Resolution::Conflict(names) => Err(vec![validate::Problem {
+            path: "metadata.namespace".into(),
+            message: format!(
+                "the namespace is selected by more than one Environment ({}); their namespaceSelectors must not overlap",
+                names.join(", ")
+            ),
+        }]),
+        _ => validate::validate(&release.spec),
+    };
+    match problems {
         Err(problems) => {
+            let reason = match resolution {
+                environment::Resolution::Conflict(_) => "EnvironmentConflict",
+                _ => "InvalidSpec",
+            };
             let message = validate::describe(&problems);
             let was_stalled_same = conditions::get(&old.conditions, conditions::STALLED)
                 .is_some_and(|c| c.status == "True" && c.message == message);
-            conditions::stalled(
-                &mut new.conditions,
-                "InvalidSpec",
-                &message,
-                generation,
-                now,
-            );
+            conditions::stalled(&mut new.conditions, reason, &message, generation, now);
             write_status(release, &old, &new, ctx).await?;
             if !was_stalled_same {
-                ctx.metrics
-                    .stalled
-                    .with_label_values(&["InvalidSpec"])
-                    .inc();
+                ctx.metrics.stalled.with_label_values(&[reason]).inc();
                 warn!(%message, "release cannot run as written");
                 publish(
                     ctx,
                     release,
                     EventType::Warning,
-                    "InvalidSpec",
+                    reason,
                     "Validate",
                     message,
                 )
@@ -212,6 +241,13 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 requests: observe::requests(release),
             };
             let mut plan = planner::plan(&observed);
+            record_environment(
+                &mut plan.status,
+                &resolution,
+                &release.namespace().unwrap_or_default(),
+                generation,
+                now,
+            );
             if let Some(effect) = &plan.effect {
                 debug!(?effect, "acting");
                 let started = std::time::Instant::now();
@@ -257,6 +293,63 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
             })
         }
     }
+}
+
+/// The Environment whose selector matches the Release's namespace.
+async fn resolve_environment(
+    release: &Release,
+    ctx: &Context,
+) -> Result<environment::Resolution, Error> {
+    let namespace = release.namespace().unwrap_or_default();
+    let err = |what: &'static str| {
+        let namespace = namespace.clone();
+        move |source| Error::Environment {
+            what,
+            namespace,
+            source,
+        }
+    };
+    let labels = Api::<Namespace>::all(ctx.client.clone())
+        .get_metadata(&namespace)
+        .await
+        .map_err(err("reading the labels of namespace"))?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    let environments = Api::<Environment>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(err("listing the Environments for namespace"))?;
+    Ok(environment::resolve(&labels, &environments.items))
+}
+
+/// Records which Environment's rules apply, or that none do.
+fn record_environment(
+    status: &mut ReleaseStatus,
+    resolution: &environment::Resolution,
+    namespace: &str,
+    generation: i64,
+    now: Timestamp,
+) {
+    let desired = match resolution {
+        environment::Resolution::One { name, .. } => {
+            status.environment = Some(name.clone());
+            conditions::Desired::truthy(
+                ENVIRONMENT,
+                "Matched",
+                format!("the rules of Environment {name} apply"),
+            )
+        }
+        _ => {
+            status.environment = None;
+            conditions::Desired::falsy(
+                ENVIRONMENT,
+                "NoEnvironment",
+                format!("namespace {namespace} matches no Environment: no environment rules apply"),
+            )
+        }
+    };
+    conditions::set(&mut status.conditions, desired, generation, now);
 }
 
 /// Takes the measurements that are due for the checks of the step the

@@ -95,10 +95,7 @@ pub fn standing(
         .collect();
     let ready = names.len() - failing.len();
     if failing.is_empty() {
-        return Standing::Passed(format!(
-            "{ready}/{} preflight checks passed",
-            names.len()
-        ));
+        return Standing::Passed(format!("{ready}/{} preflight checks passed", names.len()));
     }
     let timeout = preflight.timeout.map_or(DEFAULT_TIMEOUT, Into::into);
     if now >= since.checked_add(timeout).unwrap_or(since) {

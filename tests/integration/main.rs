@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod checks;
 mod cluster;
+mod environments;
 mod install;
 mod leader;
 mod runbook;
