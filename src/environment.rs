@@ -19,6 +19,8 @@ pub enum Resolution {
         name: String,
         /// What its releases inherit.
         defaults: Defaults,
+        /// Its freeze windows.
+        freeze: Vec<crate::api::environment::FreezeWindow>,
     },
     /// More than one does; their names, sorted. The release cannot know
     /// whose rules to obey and stalls.
@@ -42,6 +44,7 @@ pub fn resolve(labels: &BTreeMap<String, String>, environments: &[Environment]) 
                     prometheus: defaults.prometheus,
                     rollback: defaults.rollback,
                 },
+                freeze: one.spec.freeze.clone(),
             }
         }
         many => Resolution::Conflict(many.iter().map(|e| e.name_any()).collect()),

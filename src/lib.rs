@@ -7,6 +7,7 @@ pub mod checks;
 pub mod controller;
 pub mod crd;
 pub mod environment;
+pub mod freeze;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

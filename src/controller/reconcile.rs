@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use crate::{
     api::{Color, Environment, Phase, Release, ReleaseStatus, checks::CheckPhase},
-    environment,
+    environment, freeze,
     labels::FINALIZER,
     runbook::{
         Effect, Observed, execute, observe, planner, preflight,
@@ -52,6 +52,16 @@ pub enum Error {
     /// Removing the finalizer of an unreadable Release failed.
     #[error("removing the finalizer of Release {namespace}/{name}: {source}")]
     RemoveFinalizer {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        source: kube::Error,
+    },
+    /// Reading the Release itself failed.
+    #[error("reading Release {namespace}/{name}: {source}")]
+    Read {
         /// Namespace.
         namespace: String,
         /// Name.
@@ -95,6 +105,7 @@ impl Error {
             Error::RemoveFinalizer { .. } => "remove_finalizer",
             Error::Observe(_) => "observe",
             Error::Environment { .. } => "environment",
+            Error::Read { .. } => "read",
             Error::Execute(e) => e.category(),
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
@@ -146,8 +157,21 @@ fn key_of(guard: &DeserializeGuard<Release>) -> String {
     )
 }
 
-async fn reconcile_release(release: &Release, ctx: &Context) -> Result<Action, Error> {
-    let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
+async fn reconcile_release(cached: &Release, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    // The watch cache can lag behind this controller's own last status
+    // write; planning from a stale status would forget what the last
+    // reconcile recorded. Read the Release itself before deciding.
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    let fresh = api.get_opt(&name).await.map_err(|source| Error::Read {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    let Some(fresh) = fresh else {
+        return Ok(Action::await_change());
+    };
+    let release = &fresh;
     let span = Span::current();
     span.record("release", name.as_str());
     span.record("namespace", namespace.as_str());
@@ -159,7 +183,6 @@ async fn reconcile_release(release: &Release, ctx: &Context) -> Result<Action, E
             span.record("phase", field::debug(phase));
         }
     }
-    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, Arc::new(release.clone()), |event| async {
         match event {
             finalizer::Event::Apply(release) => apply(&release, ctx).await,
@@ -189,8 +212,18 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
         ..release.clone()
     };
     let release = &effective;
-    let problems = match &resolution {
-        environment::Resolution::Conflict(names) => Err(vec![validate::Problem {
+    let frozen = match &resolution {
+        environment::Resolution::One { name, freeze, .. } => {
+            freeze::in_force(freeze, now).map_err(|e| (name.clone(), e))
+        }
+        _ => Ok(None),
+    };
+    let problems = match (&resolution, &frozen) {
+        (_, Err((env, e))) => Err(vec![validate::Problem {
+            path: format!("Environment {env}"),
+            message: format!("{e}; the platform team must fix the Environment"),
+        }]),
+        (environment::Resolution::Conflict(names), _) => Err(vec![validate::Problem {
             path: "metadata.namespace".into(),
             message: format!(
                 "the namespace is selected by more than one Environment ({}); their namespaceSelectors must not overlap",
@@ -199,10 +232,16 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
         }]),
         _ => validate::validate(&release.spec),
     };
+    let frozen = frozen.ok().flatten();
     match problems {
         Err(problems) => {
             let reason = match resolution {
                 environment::Resolution::Conflict(_) => "EnvironmentConflict",
+                environment::Resolution::One { .. }
+                    if frozen.is_none() && !problems.iter().any(|p| p.path.starts_with("spec")) =>
+                {
+                    "InvalidEnvironment"
+                }
                 _ => "InvalidSpec",
             };
             let message = validate::describe(&problems);
@@ -239,6 +278,7 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 status: &measured,
                 world,
                 requests: observe::requests(release),
+                frozen,
             };
             let mut plan = planner::plan(&observed);
             record_environment(

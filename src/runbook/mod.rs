@@ -106,6 +106,8 @@ pub struct Observed<'a> {
     pub world: World,
     /// Requests made by people.
     pub requests: Requests,
+    /// A freeze window of the Environment in force now.
+    pub frozen: Option<crate::freeze::Freeze>,
 }
 
 impl Observed<'_> {

@@ -43,6 +43,7 @@ pub fn plan(obs: &Observed<'_>) -> Plan {
         requeue: None,
         notes: Vec::new(),
         blocked: None,
+        waiting: None,
     };
     let before = planner.st.phase;
     planner.run();
@@ -65,6 +66,9 @@ struct Planner<'a> {
     notes: Vec<Note>,
     /// A reason the revision cannot start, reported as Stalled.
     blocked: Option<(&'static str, String)>,
+    /// A reason the revision has not started yet that passes with time,
+    /// reported as Reconciling.
+    waiting: Option<(&'static str, String)>,
 }
 
 impl Planner<'_> {
@@ -136,6 +140,19 @@ impl Planner<'_> {
 
     /// Starts revision N+1 of the current spec.
     fn start_revision(&mut self) {
+        if let Some(freeze) = &self.obs.frozen {
+            let until = freeze
+                .until
+                .round(jiff::Unit::Second)
+                .unwrap_or(freeze.until);
+            let left = freeze.until.duration_since(self.obs.now).unsigned_abs();
+            self.waiting = Some((
+                "Frozen",
+                format!("a new revision waits until {until}: {}", freeze.why),
+            ));
+            self.requeue = Some(left.max(Duration::from_secs(1)));
+            return;
+        }
         if let Some(problem) = self.traffic_service_problem() {
             self.blocked = Some(problem);
             return;
@@ -787,6 +804,20 @@ impl Planner<'_> {
         let conds = &mut self.st.conditions;
         if let Some((reason, message)) = &self.blocked {
             conditions::stalled(conds, reason, message, generation, now);
+        } else if let Some((reason, message)) = &self.waiting {
+            conditions::remove(conds, conditions::STALLED);
+            conditions::set(
+                conds,
+                Desired::truthy(conditions::RECONCILING, reason, message.clone()),
+                generation,
+                now,
+            );
+            conditions::set(
+                conds,
+                Desired::falsy(conditions::READY, reason, message.clone()),
+                generation,
+                now,
+            );
         } else {
             match phase {
                 Phase::Ready => {

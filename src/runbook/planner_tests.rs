@@ -348,6 +348,7 @@ impl Sim {
                 stable_record,
             },
             requests: self.requests.clone(),
+            frozen: None,
         }
     }
 

@@ -108,3 +108,48 @@ async fn environment_rules_and_defaults_apply_and_overlaps_stall() {
     delete(&production).await;
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_window_holds_a_new_revision_until_it_ends() {
+    install_crds().await;
+    let tag = format!("t{}", crate::support::free_port());
+    let ns =
+        TestNamespace::with_labels("freeze", &[("e2e.lockkeeper.dev/env", tag.as_str())]).await;
+    service(&ns, "shop").await;
+    service(&ns, "shop-preview").await;
+    let _operator = Operator::for_namespace(ns.name()).await;
+    let api = ns.api::<Release>();
+    apply(&api, &release("v1", blue_green("1s"), json!({}))).await;
+    wait_phase(&api, 1, Phase::Ready, LONG).await;
+
+    // A window that opened this minute and lasts an hour.
+    let env = environment(&format!("{tag}-frozen"), &tag, json!({"freeze": [{"schedule": "* * * * *", "duration": "1h", "reason": "release freeze"}]})).await;
+    apply(&api, &release("v2", blue_green("1s"), json!({}))).await;
+    let r = wait_for(&api, "shop", LONG, |r: &Release| {
+        condition(r, "Reconciling").is_some_and(|(s, reason, _)| s == "True" && reason == "Frozen")
+    })
+    .await;
+    let (_, _, message) = condition(&r, "Reconciling").unwrap_or_default();
+    assert!(
+        message.contains("waits until") && message.contains("release freeze"),
+        "{message}"
+    );
+    assert_eq!(
+        r.status.as_ref().and_then(|s| s.revision),
+        Some(1),
+        "no new revision inside the window"
+    );
+
+    // The window is lifted: the waiting revision starts.
+    let envs = Api::<Environment>::all(cluster().await.client());
+    envs.patch(
+        &env.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"freeze": null}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("lifting the freeze: {e}"));
+    wait_phase(&api, 2, Phase::Ready, LONG).await;
+    delete(&env).await;
+    ns.cleanup().await;
+}
