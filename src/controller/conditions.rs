@@ -131,6 +131,31 @@ pub fn stalled(
     changed
 }
 
+/// The three kstatus conditions for a Release being worked on: Reconciling
+/// True, Ready False with the same reason and message, no Stalled.
+pub fn progressing(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: Timestamp,
+) -> bool {
+    let mut changed = remove(conditions, STALLED);
+    changed |= set(
+        conditions,
+        Desired::truthy(RECONCILING, reason, message),
+        generation,
+        now,
+    );
+    changed |= set(
+        conditions,
+        Desired::falsy(READY, reason, message),
+        generation,
+        now,
+    );
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -805,19 +805,7 @@ impl Planner<'_> {
         if let Some((reason, message)) = &self.blocked {
             conditions::stalled(conds, reason, message, generation, now);
         } else if let Some((reason, message)) = &self.waiting {
-            conditions::remove(conds, conditions::STALLED);
-            conditions::set(
-                conds,
-                Desired::truthy(conditions::RECONCILING, reason, message.clone()),
-                generation,
-                now,
-            );
-            conditions::set(
-                conds,
-                Desired::falsy(conditions::READY, reason, message.clone()),
-                generation,
-                now,
-            );
+            conditions::progressing(conds, reason, message, generation, now);
         } else {
             match phase {
                 Phase::Ready => {
@@ -841,20 +829,7 @@ impl Planner<'_> {
                     conditions::stalled(conds, reason, &message, generation, now);
                 }
                 other => {
-                    conditions::remove(conds, conditions::STALLED);
-                    let reason = phase_name(other);
-                    conditions::set(
-                        conds,
-                        Desired::truthy(conditions::RECONCILING, reason, message.clone()),
-                        generation,
-                        now,
-                    );
-                    conditions::set(
-                        conds,
-                        Desired::falsy(conditions::READY, reason, message),
-                        generation,
-                        now,
-                    );
+                    conditions::progressing(conds, phase_name(other), &message, generation, now);
                 }
             }
         }
