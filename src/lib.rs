@@ -11,6 +11,7 @@ pub mod freeze;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod notifier;
 pub mod runbook;
 pub mod server;
 pub mod telemetry;
