@@ -14,6 +14,14 @@ pub const COLOR: &str = "lockkeeper.dev/color";
 pub const REVISION: &str = "lockkeeper.dev/revision";
 /// What a child is for (deployment, migration, backup, config, check).
 pub const ROLE: &str = "lockkeeper.dev/role";
+/// Which runbook Job a Job is (`migrate`, `backup-<name>`, ...).
+pub const JOB: &str = "lockkeeper.dev/job";
+/// On a backup copy or VolumeSnapshot: the object it was taken of.
+pub const BACKUP_OF: &str = "lockkeeper.dev/backup-of";
+/// On a Secret's backup copy: the original's type.
+pub const ORIGINAL_TYPE: &str = "lockkeeper.dev/original-type";
+/// On a backup copy: the original's labels, as JSON.
+pub const ORIGINAL_LABELS: &str = "lockkeeper.dev/original-labels";
 /// The standard label for who manages an object.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The standard version label.

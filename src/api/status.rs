@@ -16,7 +16,7 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The revision being run or last run; each change to version,
-    /// workload or config increments it.
+    /// workload, config, migration or backup increments it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
     /// A stable hash of what the revision ships (version, workload,
@@ -67,6 +67,12 @@ pub struct ReleaseStatus {
     /// Results of this revision's checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
+    /// Claims restored from a VolumeSnapshot by a rollback, by the claim
+    /// the pod template names: every Deployment the release renders from
+    /// then on mounts the restored claim in its place, until the template
+    /// names another claim.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restored_claims: BTreeMap<String, String>,
     /// Backups kept, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupRecord>,

@@ -270,8 +270,10 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 .await
                 .map_err(Error::Observe)?;
             let measured = measure_due_checks(release, &validated, &old, now, ctx).await;
+            let name = release.name_any();
             let observed = Observed {
                 now,
+                name: &name,
                 generation,
                 spec: &release.spec,
                 hash: Shipped::of(&release.spec).hash(),

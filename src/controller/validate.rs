@@ -192,7 +192,6 @@ pub fn validate(spec: &ReleaseSpec) -> Result<Validated, Vec<Problem>> {
     }
 
     check_service_targets(spec, &mut problem);
-    check_supported(spec, &mut problem);
     check_checks(spec, &mut problem);
     check_config_ownership(spec, &mut problem);
 
@@ -246,31 +245,6 @@ fn check_service_targets(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, Stri
                 ),
             ),
             _ => {}
-        }
-    }
-}
-
-/// Parts of the runbook this operator version does not run yet are refused
-/// before a revision starts rather than silently skipped: a release that
-/// asks for a backup or a migration must never go ahead without one.
-fn check_supported(spec: &ReleaseSpec, problem: &mut impl FnMut(&str, String)) {
-    let unsupported = [
-        ("spec.backup", spec.backup.is_some(), "backups"),
-        ("spec.config", spec.config.is_some(), "release-owned config"),
-        (
-            "spec.migration",
-            spec.migration.is_some(),
-            "database migrations",
-        ),
-    ];
-    for (path, asked, what) in unsupported {
-        if asked {
-            problem(
-                path,
-                format!(
-                    "{what} are not supported by this operator version; remove {path} or upgrade the operator"
-                ),
-            );
         }
     }
 }
@@ -432,14 +406,14 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_steps_are_refused_not_skipped() {
-        let problems = validate(&spec(json!({"migration": {"job": {"template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}}}})))
-            .err()
-            .unwrap_or_default();
-        assert!(
-            describe(&problems).contains("database migrations are not supported"),
-            "{problems:?}"
-        );
+    fn a_migration_is_decoded_with_its_verify_and_rollback() {
+        let job = json!({"template": {"spec": {"containers": [{"name": "m"}]}}});
+        let validated = validate(&spec(
+            json!({"migration": {"job": job, "verify": job, "rollback": job}}),
+        ))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let migration = validated.migration.unwrap_or_else(|| panic!("not decoded"));
+        assert!(migration.verify.is_some() && migration.rollback.is_some());
     }
 
     #[test]

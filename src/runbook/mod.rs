@@ -3,6 +3,7 @@
 //! `observe` gathers that picture; `execute` performs the one side effect
 //! the planner asked for; `render` builds the objects it applies.
 
+pub mod backup;
 pub mod execute;
 pub mod observe;
 pub mod planner;
@@ -11,7 +12,7 @@ pub mod render;
 pub mod steps;
 pub mod verify;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 
@@ -69,6 +70,82 @@ pub struct Requests {
     pub retry: Option<i64>,
 }
 
+/// A Job the runbook runs for a revision. Its name is deterministic
+/// (`<release>-<what>-r<revision>`), so it is created once per revision.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobKind {
+    /// A backup Job (runbook 1.3), by backup name.
+    Backup(String),
+    /// The restore Job of a backup, run on rollback.
+    Restore(String),
+    /// The config check run with the new image (runbook 2.3).
+    ConfigCheck,
+    /// The database migration (runbook 2.4).
+    Migration,
+    /// The migration's verification.
+    MigrationVerify,
+    /// The down-migration, run with the new image on rollback.
+    MigrationRollback,
+}
+
+impl JobKind {
+    /// The `<what>` in the Job's name, also its `lockkeeper.dev/job` label.
+    pub fn what(&self) -> String {
+        match self {
+            JobKind::Backup(name) => format!("backup-{name}"),
+            JobKind::Restore(name) => format!("restore-{name}"),
+            JobKind::ConfigCheck => "config-check".into(),
+            JobKind::Migration => "migrate".into(),
+            JobKind::MigrationVerify => "migrate-verify".into(),
+            JobKind::MigrationRollback => "migrate-rollback".into(),
+        }
+    }
+
+    /// What the Job is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            JobKind::Backup(name) => format!("backup Job {name:?}"),
+            JobKind::Restore(name) => format!("restore Job of backup {name:?}"),
+            JobKind::ConfigCheck => "config check Job".into(),
+            JobKind::Migration => "migration Job".into(),
+            JobKind::MigrationVerify => "migration verify Job".into(),
+            JobKind::MigrationRollback => "migration rollback Job".into(),
+        }
+    }
+}
+
+/// Where a runbook Job is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Created and not finished.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed for good (its backoffLimit or deadline spent): why, with the
+    /// tail of its pod's log when the cluster serves logs.
+    Failed(String),
+}
+
+/// Where a VolumeSnapshot is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotState {
+    /// Not ready to use yet.
+    Pending,
+    /// Ready to restore from.
+    Ready,
+    /// The snapshotter reported an error.
+    Failed(String),
+}
+
+/// What the backup step needs to know before it copies anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupSources {
+    /// Each thing that stops the backup before it starts: a listed
+    /// ConfigMap, Secret or claim that does not exist, the VolumeSnapshot
+    /// API not served, a snapshot class missing. Empty when all is there.
+    pub problems: Vec<String>,
+}
+
 /// The release's children and the Services it steers, as observed.
 #[derive(Clone, Debug, Default)]
 pub struct World {
@@ -87,6 +164,15 @@ pub struct World {
     /// Whether the revision record of the stable revision exists (looked up
     /// only while rolling back).
     pub stable_record: bool,
+    /// The current revision's runbook Jobs that exist.
+    pub jobs: BTreeMap<JobKind, JobState>,
+    /// The backup step's sources, looked up while that step has not
+    /// finished; `None` when not looked up.
+    pub backup_sources: Option<BackupSources>,
+    /// The current revision's VolumeSnapshots, by claim.
+    pub snapshots: BTreeMap<String, SnapshotState>,
+    /// Whether the current revision's config ConfigMaps all exist.
+    pub config_written: bool,
 }
 
 /// Everything the planner looks at.
@@ -94,6 +180,8 @@ pub struct World {
 pub struct Observed<'a> {
     /// The time of this reconcile.
     pub now: Timestamp,
+    /// The Release's name, which names its children.
+    pub name: &'a str,
     /// `metadata.generation` of the Release.
     pub generation: i64,
     /// The spec.
@@ -156,6 +244,44 @@ pub enum Effect {
         /// The color.
         color: Color,
     },
+    /// Copy the listed ConfigMaps and Secrets (immutable snapshot copies)
+    /// and snapshot the listed claims, before `revision` changes anything.
+    TakeBackups {
+        /// The revision.
+        revision: i64,
+    },
+    /// Write `revision`'s immutable config ConfigMaps.
+    WriteConfig {
+        /// The revision.
+        revision: i64,
+    },
+    /// Create a runbook Job if it does not exist; never replaced.
+    RunJob {
+        /// Which Job.
+        kind: JobKind,
+        /// The revision it belongs to.
+        revision: i64,
+    },
+    /// Put the ConfigMaps and Secrets copied before `revision` back.
+    RestoreConfig {
+        /// The revision.
+        revision: i64,
+    },
+    /// Create claims from the VolumeSnapshots taken before `revision` and
+    /// point `color` (running `stable`) at them.
+    RestoreVolumes {
+        /// The revision whose snapshots are restored.
+        revision: i64,
+        /// The color to point at the restored claims.
+        color: Color,
+        /// The revision that color runs.
+        stable: i64,
+    },
+    /// Delete backups and per-revision config of revisions not in `keep`.
+    Prune {
+        /// The revisions whose backups and config stay.
+        keep: Vec<i64>,
+    },
 }
 
 impl Effect {
@@ -167,6 +293,11 @@ impl Effect {
             | Effect::RestoreDeployment { .. }
             | Effect::Scale { .. } => "deployments",
             Effect::PointService { .. } => "services",
+            Effect::TakeBackups { .. } => "backups",
+            Effect::WriteConfig { .. } | Effect::RestoreConfig { .. } => "configmaps",
+            Effect::RunJob { .. } => "jobs",
+            Effect::RestoreVolumes { .. } => "persistentvolumeclaims",
+            Effect::Prune { .. } => "prune",
         }
     }
 }

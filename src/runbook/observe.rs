@@ -6,14 +6,25 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1::{ControllerRevision, Deployment},
-    core::v1::{Pod, Service},
+    batch::v1::Job,
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
 };
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, ListParams, LogParams},
+};
 
-use super::{DeploymentState, Requests, ServiceState, World, render};
+use super::{
+    BackupSources, DeploymentState, JobKind, JobState, Requests, ServiceState, SnapshotState,
+    World, render, steps::Step,
+};
 use crate::{
-    api::{Color, Phase, Release, release::StrategyType},
-    labels::{COLOR, RELEASE, REVISION, request},
+    api::{
+        Color, Phase, Release, ReleaseStatus,
+        release::{BackupSpec, StrategyType},
+        status::StepState,
+    },
+    labels::{BACKUP_OF, COLOR, JOB, RELEASE, REVISION, ROLE, request},
 };
 
 /// Reading the world failed.
@@ -114,7 +125,356 @@ pub async fn world(client: &Client, release: &Release) -> Result<World, ObserveE
             .map_err(err("ControllerRevision", rname))?
             .is_some();
     }
+    gather_runbook(client, release, &status, &mut world).await?;
     Ok(world)
+}
+
+/// Whether `step` of the recorded run has yet to finish.
+fn open(status: &ReleaseStatus, step: Step) -> bool {
+    status.steps.iter().any(|s| {
+        s.name == step.name() && matches!(s.state, StepState::Pending | StepState::Running)
+    })
+}
+
+/// The step a runbook Job belongs to.
+fn step_of(kind: &JobKind) -> Step {
+    match kind {
+        JobKind::Backup(_) => Step::Backup,
+        JobKind::Restore(_) => Step::RestoreData,
+        JobKind::ConfigCheck => Step::Config,
+        JobKind::Migration | JobKind::MigrationVerify => Step::Migrate,
+        JobKind::MigrationRollback => Step::RollBackMigration,
+    }
+}
+
+/// The runbook Jobs, backup sources, VolumeSnapshots and config of the
+/// recorded revision, each looked up only while a step needs it.
+async fn gather_runbook(
+    client: &Client,
+    release: &Release,
+    status: &ReleaseStatus,
+    world: &mut World,
+) -> Result<(), ObserveError> {
+    let Some(revision) = status.revision else {
+        return Ok(());
+    };
+    let ns = release.namespace().unwrap_or_default();
+    let name = release.name_any();
+    let err = |kind: &'static str, object: String| {
+        let ns = ns.clone();
+        move |source| ObserveError {
+            kind,
+            namespace: ns,
+            name: object,
+            source,
+        }
+    };
+    let spec = &release.spec;
+    let job_steps = [
+        Step::Backup,
+        Step::Config,
+        Step::Migrate,
+        Step::RollBackMigration,
+        Step::RestoreData,
+    ];
+    if job_steps.iter().any(|s| open(status, *s)) {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("{RELEASE}={name},{REVISION}={revision},{JOB}");
+        let list = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(err("Jobs", selector))?;
+        let kinds = job_kinds(spec);
+        for job in list.items {
+            let Some(kind) = job
+                .labels()
+                .get(JOB)
+                .and_then(|what| kinds.iter().find(|k| &k.what() == what))
+                .cloned()
+            else {
+                continue;
+            };
+            let mut state = job_state(&job);
+            if let JobState::Failed(why) = &state
+                && open(status, step_of(&kind))
+            {
+                let detail = failure_detail(client, &ns, &job.name_any()).await;
+                state = JobState::Failed(match detail {
+                    Some(detail) => format!("{why}; {detail}"),
+                    None => why.clone(),
+                });
+            }
+            world.jobs.insert(kind, state);
+        }
+    }
+
+    let backed_up = status.backups.iter().any(|b| b.revision == revision);
+    if let Some(backup) = &spec.backup
+        && open(status, Step::Backup)
+    {
+        if !backed_up {
+            world.backup_sources = Some(backup_sources(client, &ns, backup).await?);
+        }
+        if !backup.volumes.is_empty() && backed_up {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &render::volume_snapshot_resource());
+            let selector = format!("{RELEASE}={name},{REVISION}={revision},{ROLE}=backup");
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(err("VolumeSnapshots", selector))?;
+            for snapshot in list.items {
+                if let Some(claim) = snapshot.annotations().get(BACKUP_OF) {
+                    world
+                        .snapshots
+                        .insert(claim.clone(), snapshot_state(&snapshot));
+                }
+            }
+        }
+    }
+
+    if let Some(config) = &spec.config
+        && !config.config_maps.is_empty()
+        && open(status, Step::Config)
+    {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("{RELEASE}={name},{REVISION}={revision},{ROLE}=config");
+        let list = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(err("ConfigMaps", selector))?;
+        let have: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+        world.config_written = config
+            .config_maps
+            .iter()
+            .all(|c| have.contains(&render::config_map_name(&c.name, revision)));
+    }
+    Ok(())
+}
+
+/// Every runbook Job the spec can run.
+fn job_kinds(spec: &crate::api::ReleaseSpec) -> Vec<JobKind> {
+    let mut kinds = vec![
+        JobKind::ConfigCheck,
+        JobKind::Migration,
+        JobKind::MigrationVerify,
+        JobKind::MigrationRollback,
+    ];
+    for job in spec.backup.iter().flat_map(|b| b.jobs.iter()) {
+        kinds.push(JobKind::Backup(job.name.clone()));
+        kinds.push(JobKind::Restore(job.name.clone()));
+    }
+    kinds
+}
+
+/// Where a Job is, from its terminal conditions.
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if holds("Complete").is_some() {
+        return JobState::Succeeded;
+    }
+    if let Some(c) = holds("Failed") {
+        let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
+        return JobState::Failed(match &c.message {
+            Some(m) => format!("{reason}: {m}"),
+            None => reason,
+        });
+    }
+    JobState::Running
+}
+
+/// What a failed Job's last failed pod says: its containers' exit and the
+/// tail of the log, when the cluster serves logs.
+async fn failure_detail(client: &Client, ns: &str, job: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .ok()?;
+    let pod = list
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))?;
+    let pod_name = pod.name_any();
+    let mut detail = Vec::new();
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    let mut failed_container = None;
+    for c in statuses {
+        if let Some(t) = c.state.and_then(|s| s.terminated)
+            && t.exit_code != 0
+        {
+            let mut line = format!("container {} exited {}", c.name, t.exit_code);
+            if let Some(reason) = t.reason {
+                line.push_str(&format!(" ({reason})"));
+            }
+            if let Some(message) = t.message.filter(|m| !m.trim().is_empty()) {
+                line.push_str(&format!(": {}", message.trim()));
+            }
+            detail.push(line);
+            failed_container.get_or_insert(c.name);
+        }
+    }
+    let params = LogParams {
+        container: failed_container,
+        tail_lines: Some(LOG_TAIL_LINES),
+        limit_bytes: Some(LOG_TAIL_BYTES),
+        ..LogParams::default()
+    };
+    match tokio::time::timeout(LOG_TIMEOUT, pods.logs(&pod_name, &params)).await {
+        Ok(Ok(log)) if !log.trim().is_empty() => {
+            detail.push(format!("log tail: {}", log.trim_end()));
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) | Err(_) => detail.push("the pod's log could not be read".into()),
+    }
+    Some(format!("pod {pod_name}: {}", detail.join("; ")))
+}
+
+/// Lines of a failed Job's log kept in its failure message.
+const LOG_TAIL_LINES: i64 = 20;
+/// Bytes of a failed Job's log kept at most.
+const LOG_TAIL_BYTES: i64 = 2048;
+/// How long reading a failed Job's log may take.
+const LOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Where a VolumeSnapshot is, from its status.
+pub fn snapshot_state(snapshot: &DynamicObject) -> SnapshotState {
+    let status = &snapshot.data["status"];
+    if status["readyToUse"].as_bool() == Some(true) {
+        return SnapshotState::Ready;
+    }
+    match status["error"]["message"].as_str() {
+        Some(message) => SnapshotState::Failed(message.to_owned()),
+        None => SnapshotState::Pending,
+    }
+}
+
+/// Everything that stops the backup before it starts.
+async fn backup_sources(
+    client: &Client,
+    ns: &str,
+    backup: &BackupSpec,
+) -> Result<BackupSources, ObserveError> {
+    let err = |kind: &'static str, object: &str| {
+        let (ns, object) = (ns.to_owned(), object.to_owned());
+        move |source| ObserveError {
+            kind,
+            namespace: ns,
+            name: object,
+            source,
+        }
+    };
+    let mut problems = Vec::new();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for name in &backup.config_maps {
+        if config_maps
+            .get_metadata_opt(name)
+            .await
+            .map_err(err("ConfigMap", name))?
+            .is_none()
+        {
+            problems.push(format!(
+                "ConfigMap {ns}/{name} (spec.backup.configMaps) does not exist"
+            ));
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for name in &backup.secrets {
+        if secrets
+            .get_metadata_opt(name)
+            .await
+            .map_err(err("Secret", name))?
+            .is_none()
+        {
+            problems.push(format!(
+                "Secret {ns}/{name} (spec.backup.secrets) does not exist"
+            ));
+        }
+    }
+    if backup.volumes.is_empty() {
+        return Ok(BackupSources { problems });
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    for volume in &backup.volumes {
+        let name = &volume.persistent_volume_claim;
+        if claims
+            .get_metadata_opt(name)
+            .await
+            .map_err(err("PersistentVolumeClaim", name))?
+            .is_none()
+        {
+            problems.push(format!(
+                "PersistentVolumeClaim {ns}/{name} (spec.backup.volumes) does not exist"
+            ));
+        }
+    }
+    let resource = render::volume_snapshot_resource();
+    match client.list_api_group_resources(&resource.api_version).await {
+        Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => {}
+        Ok(_) | Err(kube::Error::Api(_)) => {
+            problems.push(format!(
+                "the VolumeSnapshot API ({}) is not installed in this cluster: install the CSI snapshot CRDs and snapshot controller, or remove spec.backup.volumes",
+                resource.api_version
+            ));
+            return Ok(BackupSources { problems });
+        }
+        Err(source) => return Err(err("API group", &resource.api_version)(source)),
+    }
+    let classes: Api<DynamicObject> =
+        Api::all_with(client.clone(), &render::volume_snapshot_class_resource());
+    let named: Vec<&String> = backup
+        .volumes
+        .iter()
+        .filter_map(|v| v.volume_snapshot_class_name.as_ref())
+        .collect();
+    for class in &named {
+        if classes
+            .get_opt(class)
+            .await
+            .map_err(err("VolumeSnapshotClass", class))?
+            .is_none()
+        {
+            problems.push(format!(
+                "VolumeSnapshotClass {class} (spec.backup.volumes) does not exist"
+            ));
+        }
+    }
+    if backup
+        .volumes
+        .iter()
+        .any(|v| v.volume_snapshot_class_name.is_none())
+    {
+        let list = classes
+            .list(&ListParams::default())
+            .await
+            .map_err(err("VolumeSnapshotClasses", ""))?;
+        let default = list.items.iter().any(|c| {
+            c.annotations()
+                .get("snapshot.storage.kubernetes.io/is-default-class")
+                .is_some_and(|v| v == "true")
+        });
+        if !default {
+            problems.push(
+                "no VolumeSnapshotClass is marked as the cluster default (annotation snapshot.storage.kubernetes.io/is-default-class: \"true\"): name one in spec.backup.volumes[].volumeSnapshotClassName".into(),
+            );
+        }
+    }
+    Ok(BackupSources { problems })
 }
 
 /// The planner's view of a Deployment.

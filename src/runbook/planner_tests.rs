@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     api::{ReleaseSpec, status::StepStatus},
-    runbook::{DeploymentState, Requests, render::Shipped},
+    runbook::{DeploymentState, JobKind, JobState, Requests, SnapshotState, render::Shipped},
 };
 
 const ACTIVE: &str = "shop";
@@ -151,6 +151,9 @@ impl Dep {
 struct Record {
     hash: String,
     replicas: i32,
+    /// The spec it was recorded from (what `execute` reads the revision's
+    /// migration rollback and restore Jobs from).
+    spec: ReleaseSpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +189,34 @@ struct Sim {
     undo_scaled: BTreeSet<i64>,
     /// The traffic Service went missing during the current revision.
     glitch: bool,
+    /// Runbook Jobs that exist, by revision and kind: their age in ticks.
+    jobs: BTreeMap<(i64, JobKind), u32>,
+    /// How many ticks a Job runs before it finishes.
+    job_ticks: u32,
+    /// How often each runbook Job was created.
+    job_creations: BTreeMap<(i64, JobKind), u32>,
+    /// Jobs that finished successfully, even if deleted since.
+    succeeded_jobs: BTreeSet<(i64, JobKind)>,
+    /// Jobs (by kind) that fail, in every revision.
+    failing_jobs: BTreeSet<JobKind>,
+    /// Jobs that fail in the revisions shipping a version.
+    bad_jobs: BTreeSet<(String, JobKind)>,
+    /// Revisions whose config ConfigMaps exist.
+    configs: BTreeSet<i64>,
+    /// Revisions whose backups were taken (and not pruned).
+    backups_taken: BTreeSet<i64>,
+    /// VolumeSnapshots by revision and claim: their age in ticks.
+    snapshots: BTreeMap<(i64, String), u32>,
+    /// Claims whose snapshots fail, in every revision.
+    failing_snapshots: BTreeSet<String>,
+    /// Versions whose snapshots fail.
+    bad_snapshots: BTreeSet<String>,
+    /// What the backup step's source lookup reports as missing.
+    source_problems: Vec<String>,
+    /// Revisions whose config was restored.
+    config_restored: BTreeSet<i64>,
+    /// Revisions whose volumes were restored.
+    volumes_restored: BTreeSet<i64>,
     /// Effects performed, in order.
     effects: Vec<Effect>,
     trace: Vec<String>,
@@ -214,6 +245,20 @@ impl Sim {
             hashes: BTreeMap::new(),
             undo_scaled: BTreeSet::new(),
             glitch: false,
+            jobs: BTreeMap::new(),
+            job_ticks: 2,
+            job_creations: BTreeMap::new(),
+            succeeded_jobs: BTreeSet::new(),
+            failing_jobs: BTreeSet::new(),
+            bad_jobs: BTreeSet::new(),
+            configs: BTreeSet::new(),
+            backups_taken: BTreeSet::new(),
+            snapshots: BTreeMap::new(),
+            failing_snapshots: BTreeSet::new(),
+            bad_snapshots: BTreeSet::new(),
+            source_problems: Vec::new(),
+            config_restored: BTreeSet::new(),
+            volumes_restored: BTreeSet::new(),
             effects: Vec::new(),
             trace: Vec::new(),
         }
@@ -335,6 +380,7 @@ impl Sim {
                 .is_some_and(|r| self.records.contains_key(&r));
         Observed {
             now: self.now,
+            name: "shop",
             generation: self.generation,
             spec: &self.spec,
             hash: self.hash(),
@@ -346,10 +392,45 @@ impl Sim {
                 preview_service: self.preview_name().map(|_| self.preview.clone()),
                 pods,
                 stable_record,
+                jobs: self.job_states(),
+                backup_sources: Some(crate::runbook::BackupSources::default()),
+                snapshots: self.snapshot_states(),
+                config_written: st.revision.is_some_and(|r| self.configs.contains(&r)),
             },
             requests: self.requests.clone(),
             frozen: None,
         }
+    }
+
+    /// The current revision's Jobs: running for two ticks, then done.
+    fn job_states(&self) -> BTreeMap<JobKind, JobState> {
+        let revision = self.status.revision.unwrap_or_default();
+        self.jobs
+            .iter()
+            .filter(|((r, _), _)| *r == revision)
+            .map(|((_, kind), age)| {
+                let state = match *age {
+                    0..2 => JobState::Running,
+                    _ if self.failing_jobs.contains(kind) => JobState::Failed("exit 1".into()),
+                    _ => JobState::Succeeded,
+                };
+                (kind.clone(), state)
+            })
+            .collect()
+    }
+
+    /// The current revision's VolumeSnapshots: ready once taken.
+    fn snapshot_states(&self) -> BTreeMap<String, SnapshotState> {
+        let revision = self.status.revision.unwrap_or_default();
+        if !self.backups_taken.contains(&revision) {
+            return BTreeMap::new();
+        }
+        self.spec
+            .backup
+            .iter()
+            .flat_map(|b| b.volumes.iter())
+            .map(|v| (v.persistent_volume_claim.clone(), SnapshotState::Ready))
+            .collect()
     }
 
     // ---- the controller loop ----
@@ -358,6 +439,9 @@ impl Sim {
     fn reconcile(&mut self, crash: Crash) -> Plan {
         for d in [&mut self.blue, &mut self.green].into_iter().flatten() {
             d.tick();
+        }
+        for age in self.jobs.values_mut() {
+            *age += 1;
         }
         let mut plan = plan(&self.observed());
         self.trace.push(format!(
@@ -504,6 +588,42 @@ impl Sim {
                 }
                 Ok(Some((*color, generation)))
             }
+            Effect::TakeBackups { revision } => {
+                self.backups_taken.insert(*revision);
+                Ok(None)
+            }
+            Effect::WriteConfig { revision } => {
+                self.configs.insert(*revision);
+                Ok(None)
+            }
+            Effect::RunJob { kind, revision } => {
+                // Create-if-absent: the API server refuses a second Job of
+                // the same name.
+                let key = (*revision, kind.clone());
+                if !self.jobs.contains_key(&key) {
+                    self.jobs.insert(key.clone(), 0);
+                    *self.job_creations.entry(key).or_default() += 1;
+                }
+                Ok(None)
+            }
+            Effect::RestoreConfig { revision } => {
+                self.config_restored.insert(*revision);
+                Ok(None)
+            }
+            Effect::RestoreVolumes { color, stable, .. } => {
+                let record = self
+                    .records
+                    .get(stable)
+                    .cloned()
+                    .ok_or_else(|| format!("no record of revision {stable}"))?;
+                Ok(Some(self.roll_out(
+                    *color,
+                    *stable,
+                    record.hash,
+                    record.replicas,
+                )))
+            }
+            Effect::Prune { .. } => Ok(None),
             Effect::PointService { service, color } => {
                 let svc = if Some(service) == self.traffic_name().as_ref() {
                     &mut self.traffic
@@ -840,6 +960,12 @@ impl Sim {
                 Effect::Scale { color, replicas } => {
                     *color == target && *replicas == 0 && traffic_undone
                 }
+                // Schema, config and data are undone after traffic.
+                Effect::RunJob { kind, .. } => {
+                    traffic_undone
+                        && matches!(kind, JobKind::MigrationRollback | JobKind::Restore(_))
+                }
+                Effect::RestoreConfig { .. } | Effect::RestoreVolumes { .. } => traffic_undone,
                 _ => false,
             };
             self.ensure(ok, || {
@@ -859,7 +985,20 @@ impl Sim {
                 let repair = out.phase == Some(Phase::Ready) && out.active_color == Some(*color);
                 content && (forward || repair)
             }
-            Effect::RestoreDeployment { .. } => false,
+            Effect::RestoreDeployment { .. }
+            | Effect::RestoreConfig { .. }
+            | Effect::RestoreVolumes { .. } => false,
+            Effect::TakeBackups { revision } | Effect::WriteConfig { revision } => {
+                Some(*revision) == out.revision
+                    && matches!(out.phase, Some(Phase::BackingUp | Phase::Migrating))
+            }
+            Effect::RunJob { kind, revision } => {
+                Some(*revision) == out.revision
+                    && !matches!(kind, JobKind::MigrationRollback | JobKind::Restore(_))
+            }
+            Effect::Prune { keep } => {
+                out.revision.is_some_and(|r| keep.contains(&r)) && out.phase == Some(Phase::Ready)
+            }
             Effect::Scale { color, replicas } => {
                 *replicas == 0
                     && *color == old
@@ -1604,7 +1743,11 @@ fn history_keeps_the_newest_entries_up_to_the_limit() {
 
 #[test]
 fn undo_steps_follow_the_forward_ones_in_reverse_order() {
-    assert_eq!(steps::undo(), [Step::RollBackTraffic, Step::ScaleDownNew]);
+    let plain = ReleaseStatus::default();
+    assert_eq!(
+        steps::undo(&plain),
+        [Step::RollBackTraffic, Step::ScaleDownNew]
+    );
     let forward = steps::forward(&spec(json!({})));
     let at = |s: Step| forward.iter().position(|x| *x == s);
     assert!(at(Step::Verify) < at(Step::CutOver) && at(Step::Deploy) < at(Step::Verify));

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    Phase, ReleaseSpec,
+    Phase, ReleaseSpec, ReleaseStatus,
     release::StrategyType,
     status::{StepState, StepStatus},
 };
@@ -37,6 +37,13 @@ pub enum Step {
     RollBackTraffic,
     /// Undo: the new color scaled to zero.
     ScaleDownNew,
+    /// Undo: the migration's rollback Job, run with the new image.
+    RollBackMigration,
+    /// Undo: backed-up ConfigMaps and Secrets put back.
+    RestoreConfig,
+    /// Undo (opt-in): claims restored from their VolumeSnapshots and
+    /// backup restore Jobs run.
+    RestoreData,
 }
 
 impl Step {
@@ -55,6 +62,9 @@ impl Step {
             Step::Complete => "Complete",
             Step::RollBackTraffic => "RollBackTraffic",
             Step::ScaleDownNew => "ScaleDownNew",
+            Step::RollBackMigration => "RollBackMigration",
+            Step::RestoreConfig => "RestoreConfig",
+            Step::RestoreData => "RestoreData",
         }
     }
 
@@ -75,7 +85,11 @@ impl Step {
             Step::CutOver => Phase::CuttingOver,
             Step::Observe => Phase::Observing,
             Step::Complete => Phase::Ready,
-            Step::RollBackTraffic | Step::ScaleDownNew => Phase::RollingBack,
+            Step::RollBackTraffic
+            | Step::ScaleDownNew
+            | Step::RollBackMigration
+            | Step::RestoreConfig
+            | Step::RestoreData => Phase::RollingBack,
         }
     }
 
@@ -87,11 +101,18 @@ impl Step {
 
     /// An undo step.
     pub fn is_undo(self) -> bool {
-        matches!(self, Step::RollBackTraffic | Step::ScaleDownNew)
+        matches!(
+            self,
+            Step::RollBackTraffic
+                | Step::ScaleDownNew
+                | Step::RollBackMigration
+                | Step::RestoreConfig
+                | Step::RestoreData
+        )
     }
 }
 
-const ALL: [Step; 12] = [
+const ALL: [Step; 15] = [
     Step::Preflight,
     Step::Backup,
     Step::Stop,
@@ -104,6 +125,9 @@ const ALL: [Step; 12] = [
     Step::Complete,
     Step::RollBackTraffic,
     Step::ScaleDownNew,
+    Step::RollBackMigration,
+    Step::RestoreConfig,
+    Step::RestoreData,
 ];
 
 /// The forward steps of a revision of `spec`, in order.
@@ -133,9 +157,33 @@ pub fn forward(spec: &ReleaseSpec) -> Vec<Step> {
     }
 }
 
-/// The undo steps, in order, for a revision that got as far as it did.
-pub fn undo() -> Vec<Step> {
-    vec![Step::RollBackTraffic, Step::ScaleDownNew]
+/// The undo steps, in order, for a revision that got as far as it did:
+/// traffic first (the fastest way back for users), then the new color
+/// stopped, then the schema, config and (opt-in) data.
+pub fn undo(st: &ReleaseStatus) -> Vec<Step> {
+    let mut undo = vec![Step::RollBackTraffic, Step::ScaleDownNew];
+    let migrated = st.steps.iter().any(|s| {
+        s.name == Step::Migrate.name()
+            && matches!(
+                s.state,
+                StepState::Running | StepState::Succeeded | StepState::Failed
+            )
+    });
+    if migrated {
+        undo.push(Step::RollBackMigration);
+    }
+    let backups = st
+        .revision
+        .and_then(|r| st.backups.iter().find(|b| b.revision == r));
+    if let Some(b) = backups {
+        if !b.config_maps.is_empty() || !b.secrets.is_empty() {
+            undo.push(Step::RestoreConfig);
+        }
+        if !b.volume_snapshots.is_empty() || !b.jobs.is_empty() {
+            undo.push(Step::RestoreData);
+        }
+    }
+    undo
 }
 
 /// Fresh, all-pending status entries for `steps`.
