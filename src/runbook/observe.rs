@@ -340,7 +340,18 @@ async fn failure_detail(client: &Client, ns: &str, job: &str) -> Option<String> 
             detail.push(format!("log tail: {}", log.trim_end()));
         }
         Ok(Ok(_)) => {}
-        Ok(Err(_)) | Err(_) => detail.push("the pod's log could not be read".into()),
+        Ok(Err(kube::Error::Api(status))) => {
+            detail.push(format!(
+                "the pod's log could not be read: {}",
+                status.message
+            ));
+        }
+        Ok(Err(e)) => {
+            let mut why = e.to_string();
+            why.truncate(200);
+            detail.push(format!("the pod's log could not be read: {why}"));
+        }
+        Err(_) => detail.push("the pod's log could not be read in time".into()),
     }
     Some(format!("pod {pod_name}: {}", detail.join("; ")))
 }

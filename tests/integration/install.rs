@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use lockkeeper::api::{Phase, Release};
 use serde::Deserialize;
@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use crate::api::delete_releases;
 use crate::runbook::{apply, release, service, wait_phase};
 use crate::support::{
-    Operator, OperatorOptions, TestNamespace, cluster, install_crds, poll_until, repo_root,
-    wait_for,
+    BEHAVIOR_LABEL, Operator, OperatorOptions, TestNamespace, cluster, install_crds, poll_until,
+    repo_root, wait_for,
 };
 
 const CHART: &str = "charts/lockkeeper";
@@ -260,7 +260,7 @@ fn rbac_has_no_wildcards_and_is_listed_per_resource() {
         wildcards.join("\n")
     );
     // No rule grants what the operator never does.
-    for forbidden in ["escalate", "bind", "impersonate", "deletecollection"] {
+    for forbidden in ["escalate", "bind", "impersonate"] {
         assert!(
             !per_resource
                 .iter()
@@ -418,7 +418,7 @@ async fn wait_phase_or_refusal(
     operator: &Operator,
     revision: i64,
     phase: Phase,
-) {
+) -> Release {
     poll_until(&format!("revision {revision} {phase:?}"), LONG, || async {
         if let Some(line) = operator
             .log()
@@ -431,14 +431,14 @@ async fn wait_phase_or_refusal(
             .get("shop")
             .await
             .map_err(|e| format!("reading Release shop: {e}"))?;
-        let status = release.status.unwrap_or_default();
+        let status = release.status.clone().unwrap_or_default();
         if status.revision == Some(revision) && status.phase == Some(phase) {
-            Ok(())
+            Ok(release)
         } else {
             Err(format!("revision {:?} {:?}", status.revision, status.phase))
         }
     })
-    .await;
+    .await
 }
 
 /// A kubeconfig for the admin's cluster that authenticates with `token`
@@ -559,14 +559,14 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
 
     // v1: straight to Ready.
     apply(&api, &release("v1", blue_green(true), json!({}))).await;
-    wait_phase_or_refusal(&api, &operator, 1, Phase::Ready).await;
+    let _ = wait_phase_or_refusal(&api, &operator, 1, Phase::Ready).await;
     let (health, message, kstatus) = health_of(&api).await;
     println!("v1: Argo CD {health} ({message}), kstatus {kstatus}");
     assert_eq!((health.as_str(), kstatus), ("Healthy", "Current"));
 
     // v2 waits for a promote request: Suspended in Argo CD.
     apply(&api, &release("v2", blue_green(false), json!({}))).await;
-    wait_phase_or_refusal(&api, &operator, 2, Phase::CuttingOver).await;
+    let _ = wait_phase_or_refusal(&api, &operator, 2, Phase::CuttingOver).await;
     let (health, message) = poll_until("Argo CD health Suspended", LONG, || async {
         let (health, message, _) = health_of(&api).await;
         if health == "Suspended" {
@@ -604,7 +604,7 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
     )
     .await
     .unwrap_or_else(|e| panic!("requesting the promotion: {e}"));
-    wait_phase_or_refusal(&api, &operator, 2, Phase::Ready).await;
+    let _ = wait_phase_or_refusal(&api, &operator, 2, Phase::Ready).await;
     let ready = wait_phase(&api, 2, Phase::Ready, LONG).await;
     let status = ready.status.unwrap_or_default();
     assert_eq!(status.active_color.map(|c| c.as_str()), Some("green"));
@@ -623,6 +623,68 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
     let (health, message, kstatus) = health_of(&api).await;
     println!("v2: Argo CD {health} ({message}), kstatus {kstatus}");
     assert_eq!((health.as_str(), kstatus), ("Healthy", "Current"));
+
+    // v3 and v4 use everything a data-safe release does (backup copies of a
+    // ConfigMap and a Secret, per-revision config and its check Job, a
+    // migration and its rollback, a failed Job's pod and log, retention):
+    // v3's migration fails and is undone, v4 goes through and prunes.
+    let settings: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "shop-settings"}, "data": {"mode": "classic"}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    app.api::<ConfigMap>()
+        .create(&PostParams::default(), &settings)
+        .await
+        .unwrap_or_else(|e| panic!("creating shop-settings: {e}"));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop-db"}, "stringData": {"password": "s3cret"}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    app.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating shop-db: {e}"));
+    let data_safe = |fate: &str| {
+        let task = |labels: Value| {
+            json!({"backoffLimit": 0, "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "task"}]}}})
+        };
+        json!({
+            "backup": {"configMaps": ["shop-settings"], "secrets": ["shop-db"], "keep": 1},
+            "config": {"configMaps": [{"name": "shop-config", "data": {"a": "1"}}],
+                       "check": {"command": ["app", "--check-config"]}},
+            "migration": {"job": task(json!({BEHAVIOR_LABEL: fate})),
+                          "rollback": task(json!({}))},
+        })
+    };
+    apply(&api, &release("v3", blue_green(true), data_safe("fail"))).await;
+    let rolled_back = wait_phase_or_refusal(&api, &operator, 3, Phase::RolledBack).await;
+    let status = rolled_back.status.unwrap_or_default();
+    let undone = status.history[0].undone.clone();
+    let migrate = status
+        .steps
+        .iter()
+        .find(|s| s.name == "Migrate")
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    println!("v3 migration: {migrate}");
+    assert!(
+        !migrate.to_lowercase().contains("forbidden"),
+        "reading the failed pod was refused: {migrate}"
+    );
+    println!("v3 rolled back, undone: {undone:?}");
+    assert!(
+        undone
+            .iter()
+            .any(|u| u.contains("rolled back by shop-migrate-rollback-r3"))
+    );
+    assert!(
+        undone
+            .iter()
+            .any(|u| u.contains("restored ConfigMap shop-settings, Secret shop-db"))
+    );
+    apply(&api, &release("v4", blue_green(true), data_safe("ok"))).await;
+    let _ = wait_phase_or_refusal(&api, &operator, 4, Phase::Ready).await;
 
     // It acted as the leader of the chart's Lease.
     let lease = system
