@@ -42,6 +42,10 @@ struct RunArgs {
         value_delimiter = ','
     )]
     namespaces: Vec<String>,
+    /// How long finished runbook Jobs (migrations, backups, checks) are
+    /// kept before they are deleted.
+    #[arg(long, env = "LOCKKEEPER_FINISHED_JOB_TTL", default_value = "1h")]
+    finished_job_ttl: lockkeeper::api::Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "LOCKKEEPER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -143,6 +147,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let settings = Settings {
         namespaces: args.namespaces.clone(),
+        finished_job_ttl: args.finished_job_ttl.into(),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

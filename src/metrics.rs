@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The operator's metrics and the registry that serves them.
@@ -24,6 +25,24 @@ pub struct Metrics {
     pub api_writes: IntCounterVec,
     /// Time one Service selector switch took (a cutover or a switch back).
     pub traffic_switch: HistogramVec,
+    /// Revisions that ended, by release and result (Ready, RolledBack,
+    /// Failed).
+    pub releases: IntCounterVec,
+    /// Revisions that changed what runs, by release and outcome (success,
+    /// failure): the deployments of the DORA figures.
+    pub deployments: IntCounterVec,
+    /// Rollbacks, by release and reason (the step that failed, Aborted or
+    /// Superseded).
+    pub rollbacks: IntCounterVec,
+    /// Time from a failure being detected to the previous version serving
+    /// again, by release (DORA time to restore).
+    pub time_to_restore: HistogramVec,
+    /// Time each runbook step took, by step and result.
+    pub step_duration: HistogramVec,
+    /// Notifications, by channel kind, event and result (delivered, failed).
+    pub notifications: IntCounterVec,
+    /// When each Release entered its current phase (unix seconds).
+    pub phase_since: GaugeVec,
 }
 
 impl Metrics {
@@ -79,6 +98,68 @@ impl Metrics {
             ]),
             &["direction"],
         )?;
+        let releases = IntCounterVec::new(
+            Opts::new(
+                "lockkeeper_releases_total",
+                "Revisions that ended, by release and result",
+            ),
+            &["namespace", "release", "result"],
+        )?;
+        let deployments = IntCounterVec::new(
+            Opts::new(
+                "lockkeeper_deployments_total",
+                "Revisions that changed what runs, by release and outcome (success or failure); DORA deployment frequency and change failure rate",
+            ),
+            &["namespace", "release", "outcome"],
+        )?;
+        let rollbacks = IntCounterVec::new(
+            Opts::new(
+                "lockkeeper_rollbacks_total",
+                "Rollbacks, by release and reason (the failed step, Aborted or Superseded)",
+            ),
+            &["namespace", "release", "reason"],
+        )?;
+        let time_to_restore = HistogramVec::new(
+            HistogramOpts::new(
+                "lockkeeper_time_to_restore_seconds",
+                "Time from a revision's failure to the previous version serving again; DORA time to restore",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+            &["namespace", "release"],
+        )?;
+        let step_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lockkeeper_step_duration_seconds",
+                "Time each runbook step took, by step and result",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
+            &["step", "result"],
+        )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "lockkeeper_notifications_total",
+                "Notifications sent, by channel kind, event and result (delivered or failed)",
+            ),
+            &["channel", "event", "result"],
+        )?;
+        let phase_since = GaugeVec::new(
+            Opts::new(
+                "lockkeeper_release_phase_since_seconds",
+                "When each Release entered its current phase, as unix time",
+            ),
+            &["namespace", "release", "phase"],
+        )?;
+        registry.register(Box::new(phase_since.clone()))?;
+        registry.register(Box::new(releases.clone()))?;
+        registry.register(Box::new(deployments.clone()))?;
+        registry.register(Box::new(rollbacks.clone()))?;
+        registry.register(Box::new(time_to_restore.clone()))?;
+        registry.register(Box::new(step_duration.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(traffic_switch.clone()))?;
         registry.register(Box::new(reconciliations.clone()))?;
@@ -95,6 +176,13 @@ impl Metrics {
             stalled,
             api_writes,
             traffic_switch,
+            releases,
+            deployments,
+            rollbacks,
+            time_to_restore,
+            step_duration,
+            notifications,
+            phase_since,
         })
     }
 

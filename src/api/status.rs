@@ -295,4 +295,11 @@ pub struct HistoryEntry {
     /// What a rollback undid, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undone: Vec<String>,
+    /// What a rollback left as it was, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_as_is: Vec<String>,
+    /// When each step that ran started and ended, and how; the message is
+    /// kept for a failed step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepStatus>,
 }

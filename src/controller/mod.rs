@@ -2,6 +2,9 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod dispatch;
+pub mod housekeeping;
+pub mod outcomes;
 mod reconcile;
 pub mod status;
 pub mod validate;
@@ -41,6 +44,8 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// How long a finished Job of the runbook is kept (runbook 4.3).
+    pub finished_job_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +54,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            finished_job_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -67,6 +73,8 @@ pub struct Context {
     pub settings: Settings,
     /// The HTTP client checks measure with (connection pooling across checks).
     pub http: reqwest::Client,
+    /// Sends notifications off the reconcile path.
+    pub dispatcher: dispatch::Dispatcher,
 }
 
 impl Context {
@@ -81,14 +89,23 @@ impl Context {
             controller: "lockkeeper".into(),
             instance,
         };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let dispatcher = dispatch::Dispatcher {
+            client: client.clone(),
+            http: crate::checks::http_client(Duration::from_secs(10))
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder,
             backoff: backoff::Backoff::new(settings.backoff_base, settings.backoff_max),
             client,
             metrics,
             settings,
             http: crate::checks::http_client(Duration::from_secs(5))
                 .unwrap_or_else(|_| reqwest::Client::new()),
+            dispatcher,
         }
     }
 }

@@ -18,16 +18,18 @@ use kube::{
 use serde_json::json;
 use tracing::{Span, debug, field, info, instrument, warn};
 
-use super::{Context, conditions, status, validate};
-use k8s_openapi::api::core::v1::Namespace;
+use super::{Context, conditions, housekeeping, outcomes, status, validate};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::{
-    api::{Color, Environment, Phase, Release, ReleaseStatus, checks::CheckPhase},
+    api::{
+        Color, Environment, Phase, Release, ReleaseStatus, checks::CheckPhase, status::StepState,
+    },
     environment, freeze,
-    labels::FINALIZER,
+    labels::{FIELD_MANAGER, FINALIZER},
     runbook::{
         Effect, Observed, execute, observe, planner, preflight,
-        render::Shipped,
+        render::{self, Shipped},
         steps::{self, Step},
         verify,
     },
@@ -317,7 +319,46 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                         .insert(color.as_str().to_owned(), generation);
                 }
             }
+            if plan.status.history != old.history {
+                write_deployment_log(release, &plan.status, ctx).await?;
+            }
             write_status(release, &old, &plan.status, ctx).await?;
+            let happened = outcomes::between(&old, &plan.status, now);
+            record_outcomes(release, &happened, ctx);
+            record_phase(release, &old, &plan.status, now, ctx);
+            if !happened.notify.is_empty() && !release.spec.notify.is_empty() {
+                let updated = Release {
+                    status: Some(plan.status.clone()),
+                    ..release.clone()
+                };
+                ctx.dispatcher.send(&updated, &happened.notify, now);
+            }
+            let mut tidy_after = None;
+            if plan.effect.is_none() && plan.status.phase.is_some_and(Phase::is_terminal) {
+                match housekeeping::tidy(
+                    &ctx.client,
+                    release,
+                    &plan.status,
+                    ctx.settings.finished_job_ttl,
+                    now,
+                )
+                .await
+                {
+                    Ok(tidied) => {
+                        let writes = tidied.jobs.len() + tidied.records.len();
+                        if writes > 0 {
+                            info!(jobs = ?tidied.jobs, records = ?tidied.records, "cleaned up");
+                            ctx.metrics
+                                .api_writes
+                                .with_label_values(&["cleanup"])
+                                .inc_by(writes as u64);
+                        }
+                        tidy_after = tidied.next;
+                    }
+                    // Cleanup never holds a release up; the next reconcile retries.
+                    Err(error) => warn!(%error, "cleanup failed"),
+                }
+            }
             for note in plan.notes {
                 let kind = if note.warning {
                     EventType::Warning
@@ -327,13 +368,145 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 info!(reason = %note.reason, message = %note.message, "runbook");
                 publish(ctx, release, kind, &note.reason, "Runbook", note.message).await;
             }
-            Ok(match (plan.effect, plan.requeue) {
-                (_, Some(after)) => Action::requeue(after),
+            let requeue = match (plan.effect, plan.requeue) {
+                (_, Some(after)) => after,
                 // The status write or the child's change wakes us; this is a safety net.
-                (Some(_), None) => Action::requeue(Duration::from_secs(10)),
-                (None, None) => Action::requeue(Duration::from_secs(300)),
-            })
+                (Some(_), None) => Duration::from_secs(10),
+                (None, None) => Duration::from_secs(300),
+            };
+            Ok(Action::requeue(tidy_after.map_or(requeue, |t| {
+                requeue.min(t + Duration::from_secs(1))
+            })))
         }
+    }
+}
+
+/// Keeps the deployment log ConfigMap (runbook 4.1) in step with the
+/// history; written before the status, so a failed write is retried with it.
+async fn write_deployment_log(
+    release: &Release,
+    status: &ReleaseStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let namespace = release.namespace().unwrap_or_default();
+    let name = release.name_any();
+    let log_name = format!("{name}-deployment-log");
+    let body = outcomes::deployment_log(&namespace, &name, &status.history);
+    let mut labels = render::labels(
+        &name,
+        "log",
+        status.revision.unwrap_or_default(),
+        status.version.as_deref().unwrap_or_default(),
+    );
+    labels.remove(crate::labels::VERSION);
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": log_name,
+            "labels": labels,
+            "ownerReferences": [render::owner(release)],
+        },
+        "data": {"DEPLOYMENTS.md": body},
+    });
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        &log_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .map_err(|source| {
+        Error::Execute(execute::ExecError::Object {
+            action: "writing the deployment log",
+            kind: "ConfigMap",
+            namespace: namespace.clone(),
+            name: log_name.clone(),
+            source,
+        })
+    })?;
+    ctx.metrics
+        .api_writes
+        .with_label_values(&["configmaps"])
+        .inc();
+    Ok(())
+}
+
+/// Sets when the Release entered its phase: when the phase's first step
+/// started, or now.
+fn record_phase(
+    release: &Release,
+    old: &ReleaseStatus,
+    new: &ReleaseStatus,
+    now: Timestamp,
+    ctx: &Context,
+) {
+    let namespace = release.namespace().unwrap_or_default();
+    let name = release.name_any();
+    let gauge = &ctx.metrics.phase_since;
+    if let Some(before) = old.phase.filter(|p| Some(*p) != new.phase) {
+        let _ = gauge.remove_label_values(&[&namespace, &name, planner::phase_name(before)]);
+    }
+    let Some(phase) = new.phase else { return };
+    let since = new
+        .steps
+        .iter()
+        .filter(|s| Step::from_name(&s.name).is_some_and(|step| step.phase() == phase))
+        .find_map(|s| s.started_at.as_ref().map(|t| t.0))
+        .filter(|_| !phase.is_terminal())
+        .or_else(|| {
+            new.history
+                .first()
+                .and_then(|h| h.finished_at.as_ref())
+                .map(|t| t.0)
+        })
+        .unwrap_or(now);
+    gauge
+        .with_label_values(&[&namespace, &name, planner::phase_name(phase)])
+        .set(since.as_millisecond() as f64 / 1000.0);
+}
+
+/// The delivery metrics of what a status write recorded.
+fn record_outcomes(release: &Release, happened: &outcomes::Happened, ctx: &Context) {
+    let namespace = release.namespace().unwrap_or_default();
+    let name = release.name_any();
+    let m = &ctx.metrics;
+    for step in &happened.finished {
+        let result = if step.state == StepState::Failed {
+            "Failed"
+        } else {
+            "Succeeded"
+        };
+        m.step_duration
+            .with_label_values(&[step.name.as_str(), result])
+            .observe(step.seconds);
+    }
+    let Some(ended) = &happened.ended else {
+        return;
+    };
+    let result = planner::phase_name(ended.result);
+    m.releases
+        .with_label_values(&[namespace.as_str(), name.as_str(), result])
+        .inc();
+    if ended.deployed {
+        let outcome = if ended.result == Phase::Ready {
+            "success"
+        } else {
+            "failure"
+        };
+        m.deployments
+            .with_label_values(&[namespace.as_str(), name.as_str(), outcome])
+            .inc();
+    }
+    if let Some(reason) = &ended.rollback_reason {
+        m.rollbacks
+            .with_label_values(&[namespace.as_str(), name.as_str(), reason.as_str()])
+            .inc();
+    }
+    if let Some(seconds) = ended.time_to_restore {
+        m.time_to_restore
+            .with_label_values(&[namespace.as_str(), name.as_str()])
+            .observe(seconds);
     }
 }
 
@@ -524,6 +697,14 @@ async fn check_dependencies(
 async fn cleanup(release: &Release, ctx: &Context) -> Result<Action, Error> {
     // Children carry owner references; the garbage collector removes them.
     info!("release deleted; its children are garbage-collected with it");
+    if let Some(phase) = release.status.as_ref().and_then(|s| s.phase) {
+        let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
+        let _ = ctx.metrics.phase_since.remove_label_values(&[
+            &namespace,
+            &name,
+            planner::phase_name(phase),
+        ]);
+    }
     publish(
         ctx,
         release,

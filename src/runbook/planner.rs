@@ -25,7 +25,7 @@ use crate::{
         Color, Phase, ReleaseStatus,
         checks::CheckPhase,
         release::StrategyType,
-        status::{HistoryEntry, StepState},
+        status::{HistoryEntry, StepState, StepStatus},
     },
     controller::conditions::{self, Desired},
 };
@@ -416,6 +416,19 @@ impl Planner<'_> {
             approved_by: None,
             changes: self.obs.spec.changes.clone(),
             undone,
+            left_as_is: left_as_is(&self.st),
+            steps: self
+                .st
+                .steps
+                .iter()
+                .filter(|s| s.started_at.is_some() && s.state != StepState::Skipped)
+                .map(|s| StepStatus {
+                    message: (s.state == StepState::Failed)
+                        .then(|| s.message.clone())
+                        .flatten(),
+                    ..s.clone()
+                })
+                .collect(),
         };
         self.st.history.retain(|h| h.revision != revision);
         self.st.history.insert(0, entry);

@@ -566,7 +566,7 @@ async fn crashes_at_random_points_never_repeat_or_lose_a_step() {
 }
 
 /// Sums every sample of `metric` in the operator's /metrics text.
-async fn metric_sum(operator: &Operator, metric: &str) -> f64 {
+pub async fn metric_sum(operator: &Operator, metric: &str) -> f64 {
     let body = reqwest::get(format!("{}/metrics", operator.metrics_url()))
         .await
         .and_then(|r| r.error_for_status())

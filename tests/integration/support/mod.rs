@@ -21,6 +21,9 @@ mod http_target;
 mod namespace;
 mod operator;
 mod prometheus;
+mod receiver;
+mod smtp;
+mod snapshots;
 mod wait;
 
 pub use control_plane::{TestCluster, cluster};
@@ -30,6 +33,9 @@ pub use http_target::HttpTarget;
 pub use namespace::TestNamespace;
 pub use operator::{Operator, OperatorOptions, free_port};
 pub use prometheus::{Prometheus, RegisteredTarget, Sample};
+pub use receiver::{ReceivedRequest, WebhookReceiver};
+pub use smtp::{Mail, SmtpSink};
+pub use snapshots::*;
 pub use wait::{assert_stays, poll_until, wait_for, wait_for_deletion};
 
 /// The label kwok's pod stages read (see `e2e/cluster/kwok/pod-stages.yaml`).
