@@ -717,15 +717,16 @@ impl Planner<'_> {
         let spec = self.obs.spec;
         let retained =
             spec.backup.is_some() || spec.config.is_some() || !self.st.backups.is_empty();
-        if !retained || self.acted(Step::Complete) {
+        if !retained {
             return Outcome::Done(serving);
         }
+        // Pruned together with the write that records Ready: a phase of
+        // Ready must mean the runbook has ended.
         let keep = self.retained_revisions();
         self.st.backups.retain(|b| keep.contains(&b.revision));
-        Outcome::Act(
-            Effect::Prune { keep: keep.clone() },
-            format!("keeping the backups and config of revisions {keep:?}"),
-        )
+        let message = format!("{serving}; backups and config kept for revisions {keep:?}");
+        self.effect = Some(Effect::Prune { keep });
+        Outcome::Done(message)
     }
 
     /// The revisions whose backups and config are kept: the last `keep`

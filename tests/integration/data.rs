@@ -28,7 +28,10 @@ use serde_json::{Value, json};
 
 use crate::{
     runbook::{LONG, apply, blue_green, release, setup, wait_phase},
-    support::{BEHAVIOR_LABEL, FAIL, NEVER_READY, Operator, TestNamespace, poll_until, wait_for},
+    support::{
+        BEHAVIOR_LABEL, FAIL, NEVER_READY, Operator, SnapshotDouble, TestNamespace, create_pvc,
+        create_snapshot_class, poll_until, snapshot_crds_absent, snapshot_crds_present, wait_for,
+    },
 };
 
 /// A pod label value no kwok stage knows: Job pods carrying it run until
@@ -405,12 +408,18 @@ async fn missing_backup_sources_fail_before_any_change() {
 /// config copies of the last three remain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_backups_of_the_last_revisions() {
+    let _crds = snapshot_crds_present().await;
     let (ns, _operator, api) = setup("retain").await;
+    let class = format!("lk-{}", ns.name());
+    create_snapshot_class(&class, false).await;
+    let _double = SnapshotDouble::start(ns.name()).await;
+    create_pvc(ns.name(), "shop-data", "1Gi", None).await;
     create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
     create_secret(&ns, "shop-db", "s3cret").await;
     for revision in 1..=6 {
         let extra = json!({
-            "backup": {"configMaps": ["shop-settings"], "secrets": ["shop-db"], "keep": 3},
+            "backup": {"configMaps": ["shop-settings"], "secrets": ["shop-db"], "keep": 3,
+                       "volumes": [{"persistentVolumeClaim": "shop-data", "volumeSnapshotClassName": class}]},
             "config": {"configMaps": [{"name": "shop-config", "data": {"rev": revision.to_string()}}]},
         });
         apply(
@@ -457,6 +466,20 @@ async fn retention_keeps_the_backups_of_the_last_revisions() {
         .map(|c| (c.name_any(), c.labels().clone()))
         .collect();
     assert_eq!(revisions_of(secrets, "backup"), want);
+    let snapshots: Vec<(String, BTreeMap<String, String>)> =
+        crate::support::volume_snapshots(ns.client(), ns.name())
+            .list(&ListParams::default().labels("lockkeeper.dev/release=shop"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .items
+            .into_iter()
+            .map(|c| (c.name_any(), c.labels().clone()))
+            .collect();
+    assert_eq!(
+        revisions_of(snapshots.clone(), "backup"),
+        want,
+        "VolumeSnapshots: {snapshots:?}"
+    );
     let r = api.get("shop").await.unwrap_or_else(|e| panic!("{e}"));
     let recorded: Vec<i64> = r
         .status
@@ -467,8 +490,9 @@ async fn retention_keeps_the_backups_of_the_last_revisions() {
         .collect();
     assert_eq!(recorded, [6, 5, 4]);
     println!(
-        "after 6 revisions with keep 3: ConfigMaps {} (3 backup + 3 config copies)",
-        cms.len()
+        "after 6 revisions with keep 3: backups of revisions {want:?} remain ({} ConfigMaps incl. the deployment log, {} VolumeSnapshots)",
+        cms.len(),
+        snapshots.len()
     );
     ns.cleanup().await;
 }
@@ -594,6 +618,235 @@ async fn each_migration_runs_exactly_once_across_operator_kills() {
     println!(
         "{migrations} migrations ({releases} releases x {revisions} revisions), operator killed {kills} times in {:.1}s: exactly one migration Job per revision, each created once",
         started.elapsed().as_secs_f64()
+    );
+    ns.cleanup().await;
+}
+
+/// A volume-backed release: a claim mounted by the pods, backed up with a
+/// VolumeSnapshot of a named class, restored on rollback when opted in.
+fn with_volume(class: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "backup": {
+            "configMaps": ["shop-settings"],
+            "volumes": [{"persistentVolumeClaim": "shop-data", "volumeSnapshotClassName": class}],
+        },
+        "migration": {"job": job(json!({}), "migrate"), "rollback": job(json!({}), "migrate-down")},
+        "rollback": {"restoreVolumes": true},
+        "workload": {"template": {"spec": {
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "shop-data"}}]
+        }}},
+    });
+    crate::runbook::merge(&mut spec, extra);
+    spec
+}
+
+/// A revision that fails after its cutover: traffic back on the old color,
+/// the ConfigMap restored, the migration rolled back, and (opted in) the
+/// claim restored from the snapshot taken before the revision, with the
+/// old color pointed at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_cutover_restores_traffic_config_schema_and_volume() {
+    let _crds = snapshot_crds_present().await;
+    let (ns, _operator, api) = setup("restorevol").await;
+    let class = format!("lk-{}", ns.name());
+    create_snapshot_class(&class, false).await;
+    let double = SnapshotDouble::start(ns.name()).await;
+    create_pvc(ns.name(), "shop-data", "1Gi", None).await;
+    let original = create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
+
+    apply(
+        &api,
+        &release("v1", blue_green("5m"), with_volume(&class, json!({}))),
+    )
+    .await;
+    wait_phase(&api, 1, Phase::Ready, LONG).await;
+    apply(
+        &api,
+        &release("v2", blue_green("5m"), with_volume(&class, json!({}))),
+    )
+    .await;
+    // v2 serves (cut over, old color kept warm); then something is wrong.
+    wait_phase(&api, 2, Phase::Observing, LONG).await;
+    ns.api::<ConfigMap>()
+        .patch(
+            "shop-settings",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"mode": "new"}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("changing shop-settings: {e}"));
+    let aborted = Instant::now();
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"annotations": {"lockkeeper.dev/abort": "2"}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("requesting the abort: {e}"));
+    let r = wait_phase(&api, 2, Phase::RolledBack, LONG).await;
+    println!(
+        "abort after cutover → RolledBack with the volume restored in {:.2}s",
+        aborted.elapsed().as_secs_f64()
+    );
+    let status = r.status.clone().unwrap_or_default();
+    let undone = &status.history[0].undone;
+    println!("undone: {undone:#?}");
+
+    let svc = ns
+        .api::<k8s_openapi::api::core::v1::Service>()
+        .get("shop")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        crate::runbook::selected_color(&svc).as_deref(),
+        Some("blue"),
+        "traffic back"
+    );
+    let cm = ns
+        .api::<ConfigMap>()
+        .get("shop-settings")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cm.data, original.data, "config restored");
+    assert!(
+        ns.api::<Job>()
+            .get_opt("shop-migrate-rollback-r2")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some(),
+        "the migration was rolled back"
+    );
+    let restored = "shop-data-restored-r2";
+    assert_eq!(
+        status.restored_claims.get("shop-data").map(String::as_str),
+        Some(restored)
+    );
+    let claim = ns
+        .api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+        .get(restored)
+        .await
+        .unwrap_or_else(|e| panic!("reading the restored claim: {e}"));
+    let source = claim
+        .spec
+        .and_then(|s| s.data_source)
+        .map(|d| (d.kind, d.name));
+    assert_eq!(
+        source,
+        Some(("VolumeSnapshot".to_owned(), "shop-shop-data-r2".to_owned()))
+    );
+    assert_eq!(
+        double.restored_claims().get(restored).map(String::as_str),
+        Some("shop-shop-data-r2"),
+        "the (double) provisioner filled the claim from the snapshot"
+    );
+    let blue = ns
+        .api::<Deployment>()
+        .get("shop-blue")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let claims: Vec<String> = blue
+        .spec
+        .template
+        .spec
+        .and_then(|p| p.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
+        .collect();
+    assert_eq!(
+        claims,
+        [restored],
+        "the old color mounts the restored claim"
+    );
+    for what in [
+        "traffic back on blue",
+        "rolled back by shop-migrate-rollback-r2",
+        "restored ConfigMap shop-settings",
+        "blue now mounts shop-data-restored-r2 (in place of shop-data)",
+    ] {
+        assert!(
+            undone.iter().any(|u| u.contains(what)),
+            "{what} in {undone:?}"
+        );
+    }
+    ns.cleanup().await;
+}
+
+/// Snapshot problems fail the revision before anything changes, naming
+/// what failed: a snapshot the (double) CSI driver fails, a class that does
+/// not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_problems_fail_before_any_change() {
+    let _crds = snapshot_crds_present().await;
+    let (ns, _operator, api) = setup("badsnap").await;
+    let class = format!("lk-{}", ns.name());
+    create_snapshot_class(&class, false).await;
+    let _double = SnapshotDouble::start(ns.name()).await;
+    create_pvc(
+        ns.name(),
+        "shop-data",
+        "1Gi",
+        Some("fail:the disk is on fire"),
+    )
+    .await;
+    create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
+    let cases = [
+        (
+            class.clone(),
+            "VolumeSnapshot shop-shop-data-r1 of claim shop-data failed: the disk is on fire",
+        ),
+        (
+            "no-such-class".to_owned(),
+            "VolumeSnapshotClass no-such-class (spec.backup.volumes) does not exist",
+        ),
+    ];
+    for (i, (class, expected)) in cases.into_iter().enumerate() {
+        let revision = i as i64 + 1;
+        apply(
+            &api,
+            &release(
+                &format!("v{revision}"),
+                blue_green("1s"),
+                with_volume(&class, json!({})),
+            ),
+        )
+        .await;
+        let r = wait_phase(&api, revision, Phase::Failed, LONG).await;
+        let message = stalled_message(&r);
+        println!("{message}");
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("nothing was changed"), "{message}");
+    }
+    assert!(
+        ns.api::<Deployment>()
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .items
+            .is_empty()
+    );
+    ns.cleanup().await;
+}
+
+/// Without the VolumeSnapshot API in the cluster, a release that asks for
+/// volume backups fails before any change and says what to install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_backups_without_the_snapshot_api_fail_before_any_change() {
+    let _crds = snapshot_crds_absent().await;
+    let (ns, _operator, api) = setup("nosnapapi").await;
+    create_pvc(ns.name(), "shop-data", "1Gi", None).await;
+    create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
+    apply(
+        &api,
+        &release("v1", blue_green("1s"), with_volume("any", json!({}))),
+    )
+    .await;
+    let r = wait_phase(&api, 1, Phase::Failed, LONG).await;
+    let message = stalled_message(&r);
+    println!("{message}");
+    assert!(
+        message.contains("the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed"),
+        "{message}"
     );
     ns.cleanup().await;
 }

@@ -40,7 +40,7 @@ pub fn release(version: &str, strategy: Value, extra: Value) -> Value {
     json!({"apiVersion": "lockkeeper.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"}, "spec": spec})
 }
 
-fn merge(base: &mut Value, extra: Value) {
+pub fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(b), Value::Object(e)) => {
             for (k, v) in e {
