@@ -48,7 +48,7 @@ impl Dispatcher {
                 let reference = release.object_ref(&());
                 tokio::spawn(async move {
                     let channel = Channel::of(&notification).map_or("none", Channel::as_str);
-                    let event = kind_name(message.kind);
+                    let event = notifier::kind_name(message.kind);
                     let result = notifier::deliver(
                         &this.client,
                         &this.http,
@@ -99,18 +99,6 @@ impl Dispatcher {
                 });
             }
         }
-    }
-}
-
-/// The name of a moment, as in `spec.notify[].on`.
-pub fn kind_name(kind: NotifyOn) -> &'static str {
-    match kind {
-        NotifyOn::Started => "Started",
-        NotifyOn::AwaitingApproval => "AwaitingApproval",
-        NotifyOn::Waiting => "Waiting",
-        NotifyOn::Ready => "Ready",
-        NotifyOn::RolledBack => "RolledBack",
-        NotifyOn::Failed => "Failed",
     }
 }
 

@@ -12,6 +12,16 @@ pub enum NotifyError {
         /// The notification.
         notification: String,
     },
+    /// A Secret that is referenced does not exist.
+    #[error("Secret {namespace}/{name} of notification `{notification}` does not exist")]
+    MissingSecret {
+        /// The notification.
+        notification: String,
+        /// The Secret's namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
     /// Reading a Secret failed.
     #[error("reading Secret {namespace}/{name} for notification `{notification}`: {source}")]
     ReadSecret {
@@ -106,6 +116,7 @@ impl NotifyError {
     pub fn category(&self) -> &'static str {
         match self {
             NotifyError::NoChannel { .. } => "no_channel",
+            NotifyError::MissingSecret { .. } => "missing_secret",
             NotifyError::ReadSecret { .. } => "read_secret",
             NotifyError::MissingKey { .. } => "missing_key",
             NotifyError::InvalidKey { .. } => "invalid_key",

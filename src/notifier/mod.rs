@@ -27,6 +27,8 @@ pub mod secrets;
 pub mod slack;
 pub mod teams;
 mod text;
+
+pub use text::kind_name;
 mod webhook;
 
 #[cfg(test)]

@@ -171,11 +171,18 @@ pub async fn resolve(
             .get(name)
             .await
             .map(|secret| secret.data.unwrap_or_default())
-            .map_err(|source| NotifyError::ReadSecret {
-                notification: notification.name.clone(),
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source: Box::new(source),
+            .map_err(|source| match source {
+                kube::Error::Api(status) if status.code == 404 => NotifyError::MissingSecret {
+                    notification: notification.name.clone(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                },
+                source => NotifyError::ReadSecret {
+                    notification: notification.name.clone(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                },
             })
     };
     let webhook = [

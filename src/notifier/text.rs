@@ -9,7 +9,7 @@ pub(crate) const MAX_ITEMS: usize = 20;
 pub(crate) const MAX_ITEM_CHARS: usize = 300;
 
 /// The event's name as the API spells it.
-pub(crate) fn kind_name(kind: NotifyOn) -> &'static str {
+pub fn kind_name(kind: NotifyOn) -> &'static str {
     match kind {
         NotifyOn::Started => "Started",
         NotifyOn::AwaitingApproval => "AwaitingApproval",

@@ -9,6 +9,7 @@ mod data;
 mod environments;
 mod install;
 mod leader;
+mod notify;
 mod notify_delivery;
 mod records;
 mod runbook;
