@@ -21,6 +21,10 @@ pub enum Resolution {
         defaults: Defaults,
         /// Its freeze windows.
         freeze: Vec<crate::api::environment::FreezeWindow>,
+        /// Its promotion gate.
+        promotion: Option<crate::api::environment::Promotion>,
+        /// Its approval gate.
+        approval: Option<crate::api::environment::Approval>,
     },
     /// More than one does; their names, sorted. The release cannot know
     /// whose rules to obey and stalls.
@@ -45,6 +49,8 @@ pub fn resolve(labels: &BTreeMap<String, String>, environments: &[Environment]) 
                     rollback: defaults.rollback,
                 },
                 freeze: one.spec.freeze.clone(),
+                promotion: one.spec.promotion.clone(),
+                approval: one.spec.approval.clone().filter(|a| a.required),
             }
         }
         many => Resolution::Conflict(many.iter().map(|e| e.name_any()).collect()),
@@ -73,6 +79,53 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         }
     });
     exact && expressions
+}
+
+/// A promotion cycle `start` is on or leads to (`a → b → a`), as the
+/// names along it; promotion order must be a chain or a tree.
+pub fn promotion_cycle(environments: &[Environment], start: &str) -> Option<Vec<String>> {
+    fn visit(
+        environments: &[Environment],
+        name: &str,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == name) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        let env = environments.iter().find(|e| e.name_any() == name)?;
+        path.push(name.to_owned());
+        let from = env.spec.promotion.iter().flat_map(|p| p.from.iter());
+        for upstream in from {
+            if let Some(cycle) = visit(environments, upstream, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    visit(environments, start, &mut Vec::new())
+}
+
+/// A label selector as the API's query syntax (`a=b,c in (d,e),!f`).
+pub fn selector_query(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
 }
 
 /// What a release inherits from its Environment when it says nothing itself.
@@ -158,6 +211,47 @@ mod tests {
             resolve(&both, &envs),
             Resolution::Conflict(vec!["all-prod".into(), "production".into()])
         );
+    }
+
+    #[test]
+    fn promotion_cycles_are_found_with_their_names() {
+        let promoting = |name: &str, from: &[&str]| {
+            let spec = serde_json::from_value(json!({
+                "namespaceSelector": {},
+                "promotion": {"from": from},
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            Environment::new(name, spec)
+        };
+        let envs = [
+            promoting("prod", &["staging"]),
+            promoting("staging", &["test"]),
+            promoting("test", &["staging"]),
+            env("dev", json!({})),
+        ];
+        assert_eq!(
+            promotion_cycle(&envs, "prod"),
+            Some(vec!["staging".into(), "test".into(), "staging".into()])
+        );
+        assert_eq!(promotion_cycle(&envs, "dev"), None);
+        let chain = [
+            promoting("prod", &["staging"]),
+            promoting("staging", &["dev"]),
+        ];
+        assert_eq!(promotion_cycle(&chain, "prod"), None);
+    }
+
+    #[test]
+    fn selectors_become_queries() {
+        let sel: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"env": "staging"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "old", "operator": "DoesNotExist"}
+            ]
+        }))
+        .unwrap_or_default();
+        assert_eq!(selector_query(&sel), "env=staging,tier in (a,b),!old");
     }
 
     #[test]

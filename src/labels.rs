@@ -38,4 +38,18 @@ pub mod request {
     pub const ABORT: &str = "lockkeeper.dev/abort";
     /// Run a RolledBack or Failed revision again; value: the revision number.
     pub const RETRY: &str = "lockkeeper.dev/retry";
+    /// Approve a revision waiting in AwaitingApproval; value: the revision
+    /// number. Admission accepts it only from a user allowed the verb
+    /// `approve` on the Release who names themself in [`APPROVER`].
+    pub const APPROVE: &str = "lockkeeper.dev/approve";
+    /// Who approves: the requesting user's name.
+    pub const APPROVER: &str = "lockkeeper.dev/approver";
+    /// Start a revision inside a freeze window; value: the revision number.
+    /// Admission treats it like an approval.
+    pub const OVERRIDE_FREEZE: &str = "lockkeeper.dev/override-freeze";
+    /// Who overrides the freeze: the requesting user's name.
+    pub const OVERRIDE_BY: &str = "lockkeeper.dev/override-by";
+    /// Who last created or changed the spec, stamped by the chart's
+    /// MutatingAdmissionPolicy; nobody can set it by hand.
+    pub const AUTHOR: &str = "lockkeeper.dev/author";
 }

@@ -24,6 +24,17 @@ pub struct ReleaseStatus {
     /// across environments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_hash: Option<String>,
+    /// A stable hash of the version and pod template alone: equal in every
+    /// environment that runs the same build, whatever its config; promotion
+    /// compares it across environments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+    /// Who approved the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// Who started the current revision inside a freeze window, and which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_overridden_by: Option<String>,
     /// The version the current revision ships.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -289,6 +300,9 @@ pub struct HistoryEntry {
     /// Who approved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Who started it inside a freeze window, and which window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_overridden_by: Option<String>,
     /// What it changed.
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub changes: Changes,

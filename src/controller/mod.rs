@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod dispatch;
 pub mod housekeeping;
 pub mod outcomes;
+pub mod promotion;
 mod reconcile;
 pub mod status;
 pub mod validate;

@@ -307,6 +307,7 @@ mod tests {
             started_at: Some(Time(at(0))),
             finished_at: Some(Time(at(60))),
             approved_by: None,
+            freeze_overridden_by: None,
             changes: crate::api::release::Changes {
                 features: vec!["Faster checkout".into()],
                 ..Default::default()

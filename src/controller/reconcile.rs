@@ -28,7 +28,7 @@ use crate::{
     environment, freeze,
     labels::{FIELD_MANAGER, FINALIZER},
     runbook::{
-        Effect, Observed, execute, observe, planner, preflight,
+        self, Effect, Observed, execute, observe, planner, preflight,
         render::{self, Shipped},
         steps::{self, Step},
         verify,
@@ -208,7 +208,7 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
 
     // The Environment's defaults fill in what the Release leaves unset; the
     // rest of the reconcile works on that effective Release.
-    let resolution = resolve_environment(release, ctx).await?;
+    let (resolution, environments) = resolve_environment(release, ctx).await?;
     let effective = Release {
         spec: environment::with_defaults(&release.spec, &environment::Defaults::of(&resolution)),
         ..release.clone()
@@ -220,11 +220,26 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
         }
         _ => Ok(None),
     };
+    let cycle = match &resolution {
+        environment::Resolution::One { name, .. } => {
+            environment::promotion_cycle(&environments, name)
+        }
+        _ => None,
+    };
     let problems = match (&resolution, &frozen) {
         (_, Err((env, e))) => Err(vec![validate::Problem {
             path: format!("Environment {env}"),
             message: format!("{e}; the platform team must fix the Environment"),
         }]),
+        (environment::Resolution::One { name, .. }, _) if cycle.is_some() => {
+            Err(vec![validate::Problem {
+                path: format!("Environment {name}"),
+                message: format!(
+                    "its promotion order has a cycle ({}): no version could ever be promoted; the platform team must fix the Environments",
+                    cycle.clone().unwrap_or_default().join(" → ")
+                ),
+            }])
+        }
         (environment::Resolution::Conflict(names), _) => Err(vec![validate::Problem {
             path: "metadata.namespace".into(),
             message: format!(
@@ -273,9 +288,21 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 .map_err(Error::Observe)?;
             let measured = measure_due_checks(release, &validated, &old, now, ctx).await;
             let name = release.name_any();
+            let template_hash = render::template_hash(&release.spec);
+            let gates = gates(
+                release,
+                &resolution,
+                &environments,
+                &old,
+                &template_hash,
+                ctx,
+            )
+            .await;
             let observed = Observed {
                 now,
                 name: &name,
+                gates,
+                template_hash,
                 generation,
                 spec: &release.spec,
                 hash: Shipped::of(&release.spec).hash(),
@@ -378,6 +405,58 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
                 requeue.min(t + Duration::from_secs(1))
             })))
         }
+    }
+}
+
+/// The Environment's gates for the revision; where the build stands
+/// upstream is looked up only while the promotion gate is open.
+async fn gates(
+    release: &Release,
+    resolution: &environment::Resolution,
+    environments: &[Environment],
+    status: &ReleaseStatus,
+    template_hash: &str,
+    ctx: &Context,
+) -> runbook::Gates {
+    let environment::Resolution::One {
+        promotion,
+        approval,
+        ..
+    } = resolution
+    else {
+        return runbook::Gates::default();
+    };
+    let promotion_open = status.steps.iter().any(|s| {
+        s.name == Step::Promote.name() && matches!(s.state, StepState::Pending | StepState::Running)
+    });
+    let promotion = match promotion {
+        Some(p) => {
+            let upstream = if promotion_open {
+                let hash = status.template_hash.as_deref().unwrap_or(template_hash);
+                Some(
+                    crate::controller::promotion::upstream(
+                        &ctx.client,
+                        environments,
+                        &p.from,
+                        &release.name_any(),
+                        hash,
+                    )
+                    .await,
+                )
+            } else {
+                None
+            };
+            Some((
+                p.from.clone(),
+                p.soak.map_or(Duration::ZERO, Into::into),
+                upstream,
+            ))
+        }
+        None => None,
+    };
+    runbook::Gates {
+        promotion,
+        approval: approval.as_ref().map(|a| a.distinct_from_author),
     }
 }
 
@@ -514,7 +593,7 @@ fn record_outcomes(release: &Release, happened: &outcomes::Happened, ctx: &Conte
 async fn resolve_environment(
     release: &Release,
     ctx: &Context,
-) -> Result<environment::Resolution, Error> {
+) -> Result<(environment::Resolution, Vec<Environment>), Error> {
     let namespace = release.namespace().unwrap_or_default();
     let err = |what: &'static str| {
         let namespace = namespace.clone();
@@ -535,7 +614,8 @@ async fn resolve_environment(
         .list(&ListParams::default())
         .await
         .map_err(err("listing the Environments for namespace"))?;
-    Ok(environment::resolve(&labels, &environments.items))
+    let resolution = environment::resolve(&labels, &environments.items);
+    Ok((resolution, environments.items))
 }
 
 /// Records which Environment's rules apply, or that none do.

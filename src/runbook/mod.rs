@@ -68,6 +68,37 @@ pub struct Requests {
     pub abort: Option<i64>,
     /// Run this failed revision again.
     pub retry: Option<i64>,
+    /// An approval: the revision and who approved it.
+    pub approval: Option<(i64, String)>,
+    /// A freeze override: the revision and who overrode.
+    pub freeze_override: Option<(i64, String)>,
+    /// Who last changed the spec, as admission stamped it.
+    pub author: Option<String>,
+}
+
+/// Where the same build stands in the environments a revision is promoted
+/// from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// It is Ready in this Release (`namespace/name`) since then.
+    Ready {
+        /// Where.
+        at: String,
+        /// Since when.
+        since: Timestamp,
+    },
+    /// Not (yet): why, for the person waiting.
+    NotYet(String),
+}
+
+/// The Environment's gates a revision passes before it changes anything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gates {
+    /// Promotion: the environments, the soak time and (looked up while the
+    /// gate is open) where the build stands there.
+    pub promotion: Option<(Vec<String>, Duration, Option<Upstream>)>,
+    /// Approval: whether the approver must differ from the author.
+    pub approval: Option<bool>,
 }
 
 /// A Job the runbook runs for a revision. Its name is deterministic
@@ -196,6 +227,11 @@ pub struct Observed<'a> {
     pub requests: Requests,
     /// A freeze window of the Environment in force now.
     pub frozen: Option<crate::freeze::Freeze>,
+    /// The Environment's promotion and approval gates.
+    pub gates: Gates,
+    /// The hash of the version and pod template (see
+    /// `ReleaseStatus::template_hash`).
+    pub template_hash: String,
 }
 
 impl Observed<'_> {

@@ -562,9 +562,19 @@ pub fn requests(release: &Release) -> Requests {
             .get(key)
             .and_then(|v| v.trim().parse::<i64>().ok())
     };
+    let text = |key: &str| {
+        release
+            .annotations()
+            .get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     Requests {
         promote: get(request::PROMOTE),
         abort: get(request::ABORT),
         retry: get(request::RETRY),
+        approval: get(request::APPROVE).zip(text(request::APPROVER)),
+        freeze_override: get(request::OVERRIDE_FREEZE).zip(text(request::OVERRIDE_BY)),
+        author: text(request::AUTHOR),
     }
 }

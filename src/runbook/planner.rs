@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 
 use super::{
-    Effect, JobKind, JobState, Note, Observed, Plan, ServiceState, SnapshotState, preflight,
-    render,
+    Effect, JobKind, JobState, Note, Observed, Plan, ServiceState, SnapshotState, Upstream,
+    preflight, render,
     steps::{self, Step},
     verify::{self, Standing},
 };
@@ -36,6 +36,8 @@ pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 /// How often pods are counted while the old version stops.
 const POD_POLL: Duration = Duration::from_secs(1);
+/// How often the promotion gate looks upstream again.
+const UPSTREAM_POLL: Duration = Duration::from_secs(2);
 /// How often a running runbook Job or VolumeSnapshot is looked at.
 const JOB_POLL: Duration = Duration::from_secs(1);
 /// How long past its timeout a Job may still be seen running before the
@@ -154,30 +156,58 @@ impl Planner<'_> {
 
     /// Starts revision N+1 of the current spec.
     fn start_revision(&mut self) {
+        let revision = self.st.revision.unwrap_or(0) + 1;
+        let mut overridden = None;
         if let Some(freeze) = &self.obs.frozen {
-            let until = freeze
-                .until
-                .round(jiff::Unit::Second)
-                .unwrap_or(freeze.until);
-            let left = freeze.until.duration_since(self.obs.now).unsigned_abs();
-            self.waiting = Some((
-                "Frozen",
-                format!("a new revision waits until {until}: {}", freeze.why),
-            ));
-            self.requeue = Some(left.max(Duration::from_secs(1)));
-            return;
+            match &self.obs.requests.freeze_override {
+                Some((r, by)) if *r == revision => {
+                    let what = format!("{by} overrode the freeze ({})", freeze.why);
+                    self.note(
+                        true,
+                        "FreezeOverridden",
+                        format!("revision {revision} starts inside a freeze window: {what}"),
+                    );
+                    overridden = Some(what);
+                }
+                _ => {
+                    let until = freeze
+                        .until
+                        .round(jiff::Unit::Second)
+                        .unwrap_or(freeze.until);
+                    let left = freeze.until.duration_since(self.obs.now).unsigned_abs();
+                    self.waiting = Some((
+                        "Frozen",
+                        format!(
+                            "a new revision waits until {until}: {}; to start it now, someone allowed to approve runs: kubectl annotate release {} --overwrite {}={revision} {}=<your user name>",
+                            freeze.why,
+                            self.obs.name,
+                            crate::labels::request::OVERRIDE_FREEZE,
+                            crate::labels::request::OVERRIDE_BY,
+                        ),
+                    ));
+                    self.requeue = Some(left.max(Duration::from_secs(1)));
+                    return;
+                }
+            }
         }
         if let Some(problem) = self.traffic_service_problem() {
             self.blocked = Some(problem);
             return;
         }
-        let revision = self.st.revision.unwrap_or(0) + 1;
+        self.st.freeze_overridden_by = overridden;
+        self.st.approved_by = None;
+        self.st.template_hash = Some(self.obs.template_hash.clone());
         let target = self.st.active_color.map_or(Color::Blue, Color::other);
         self.st.revision = Some(revision);
         self.st.revision_hash = Some(self.obs.hash.clone());
         self.st.version = Some(self.obs.spec.version.clone());
         self.st.phase = Some(Phase::Pending);
-        self.st.steps = steps::pending(&steps::forward(self.obs.spec));
+        let gates = &self.obs.gates;
+        self.st.steps = steps::pending(&steps::gated(
+            self.obs.spec,
+            gates.promotion.is_some(),
+            gates.approval.is_some(),
+        ));
         self.st.checks.clear();
         self.st.dependencies.clear();
         self.st.failure = None;
@@ -413,7 +443,8 @@ impl Planner<'_> {
             reason: (result != Phase::Ready).then_some(reason),
             started_at: self.st.run_started_at.clone(),
             finished_at: Some(Time(self.obs.now)),
-            approved_by: None,
+            approved_by: self.st.approved_by.clone(),
+            freeze_overridden_by: self.st.freeze_overridden_by.clone(),
             changes: self.obs.spec.changes.clone(),
             undone,
             left_as_is: left_as_is(&self.st),
@@ -481,6 +512,8 @@ impl Planner<'_> {
             // Validation stalls a Release that asks for preflight, backup,
             // config or migration before a revision starts, so these steps
             // have nothing to do here.
+            Step::Promote => self.promote(),
+            Step::Approve => self.approve(),
             Step::Preflight => self.preflight(),
             Step::Backup => self.backup(),
             Step::Config => self.config(),
@@ -496,6 +529,98 @@ impl Planner<'_> {
             Step::RollBackMigration => self.roll_back_migration(),
             Step::RestoreConfig => self.restore_config(),
             Step::RestoreData => self.restore_data(),
+        }
+    }
+
+    /// The promotion gate: the same build (version and pod template) Ready
+    /// in a Release of the same name in an environment promoted from, for
+    /// the soak time.
+    fn promote(&self) -> Outcome {
+        let Some((from, soak, upstream)) = &self.obs.gates.promotion else {
+            return Outcome::Skip("no promotion gate".into());
+        };
+        let version = self.st.version.clone().unwrap_or_default();
+        let from = from.join(" or ");
+        match upstream {
+            None => Outcome::Wait(
+                format!("looking for {version} in {from}"),
+                Some(Duration::from_millis(200)),
+            ),
+            Some(Upstream::NotYet(why)) => Outcome::Wait(
+                format!("waiting for {version} to be Ready in {from}: {why}"),
+                Some(UPSTREAM_POLL),
+            ),
+            Some(Upstream::Ready { at, since }) => {
+                let due = since.checked_add(*soak).unwrap_or(*since);
+                let soaked = crate::api::Duration::from(*soak);
+                if self.obs.now >= due {
+                    return Outcome::Done(format!(
+                        "{version} Ready in {at} since {}, longer than the soak time {soaked}",
+                        since.round(jiff::Unit::Second).unwrap_or(*since)
+                    ));
+                }
+                let left = due.duration_since(self.obs.now).unsigned_abs();
+                Outcome::Wait(
+                    format!(
+                        "{version} is Ready in {at}; soaking {soaked} until {}",
+                        due.round(jiff::Unit::Second).unwrap_or(due)
+                    ),
+                    Some(left.min(UPSTREAM_POLL).max(Duration::from_millis(200))),
+                )
+            }
+        }
+    }
+
+    /// The approval gate: an approval naming this revision, by someone
+    /// other than the author when four eyes are required. Admission has
+    /// checked who may approve; this re-checks what the approval is for.
+    fn approve(&mut self) -> Outcome {
+        let Some(distinct) = self.obs.gates.approval else {
+            return Outcome::Skip("no approval required".into());
+        };
+        let revision = self.revision();
+        let how = format!(
+            "kubectl annotate release {} --overwrite {}={revision} {}=<your user name>",
+            self.obs.name,
+            crate::labels::request::APPROVE,
+            crate::labels::request::APPROVER
+        );
+        match &self.obs.requests.approval {
+            Some((r, by)) if *r == revision => {
+                if distinct {
+                    match &self.obs.requests.author {
+                        None => {
+                            return Outcome::Wait(
+                                format!(
+                                    "approved by {by}, but four eyes are required and who changed the spec last is unknown: the chart's author-stamping admission policy must be installed"
+                                ),
+                                None,
+                            );
+                        }
+                        Some(author) if author == by => {
+                            return Outcome::Wait(
+                                format!(
+                                    "{by} changed the spec and cannot approve it too (four eyes); someone else runs: {how}"
+                                ),
+                                None,
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                }
+                self.st.approved_by = Some(by.clone());
+                Outcome::Done(format!("approved by {by}"))
+            }
+            Some((r, _)) => Outcome::Wait(
+                format!(
+                    "waiting for approval of revision {revision} (the approval on record is for revision {r}): {how}"
+                ),
+                None,
+            ),
+            None => Outcome::Wait(
+                format!("waiting for approval of revision {revision}: {how}"),
+                None,
+            ),
         }
     }
 

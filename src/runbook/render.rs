@@ -77,6 +77,17 @@ impl Shipped {
     }
 }
 
+/// The hash of the version and the pod template alone: equal wherever the
+/// same build runs, whatever each environment's config.
+pub fn template_hash(spec: &ReleaseSpec) -> String {
+    let bytes = serde_json::to_vec(&json!({
+        "version": spec.version,
+        "template": spec.workload.template,
+    }))
+    .unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..10])
+}
+
 /// `<release>-<color>`.
 pub fn deployment_name(release: &str, color: Color) -> String {
     format!("{release}-{}", color.as_str())

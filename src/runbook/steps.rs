@@ -13,6 +13,11 @@ use crate::api::{
 /// A runbook step (forward) or an undo step (rollback).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
+    /// The Environment's promotion gate: the same build Ready upstream for
+    /// the soak time.
+    Promote,
+    /// The Environment's approval gate.
+    Approve,
     /// Runbook 1.2, 1.4: dependencies and capacity.
     Preflight,
     /// Runbook 1.3: backups.
@@ -50,6 +55,8 @@ impl Step {
     /// The name shown in `status.steps`.
     pub fn name(self) -> &'static str {
         match self {
+            Step::Promote => "Promote",
+            Step::Approve => "Approve",
             Step::Preflight => "Preflight",
             Step::Backup => "Backup",
             Step::Stop => "Stop",
@@ -76,6 +83,8 @@ impl Step {
     /// The phase a revision is in while this step runs.
     pub fn phase(self) -> Phase {
         match self {
+            Step::Promote => Phase::Waiting,
+            Step::Approve => Phase::AwaitingApproval,
             Step::Preflight => Phase::Preflight,
             Step::Backup => Phase::BackingUp,
             Step::Stop => Phase::Stopping,
@@ -96,7 +105,10 @@ impl Step {
     /// Whether this step changes what is running, so that a failure from
     /// here on must be undone rather than merely reported.
     pub fn changes_the_world(self) -> bool {
-        !matches!(self, Step::Preflight | Step::Backup | Step::Config)
+        !matches!(
+            self,
+            Step::Promote | Step::Approve | Step::Preflight | Step::Backup | Step::Config
+        )
     }
 
     /// An undo step.
@@ -112,7 +124,9 @@ impl Step {
     }
 }
 
-const ALL: [Step; 15] = [
+const ALL: [Step; 17] = [
+    Step::Promote,
+    Step::Approve,
     Step::Preflight,
     Step::Backup,
     Step::Stop,
@@ -155,6 +169,20 @@ pub fn forward(spec: &ReleaseSpec) -> Vec<Step> {
             Step::Complete,
         ],
     }
+}
+
+/// The forward steps of a revision: the Environment's gates (promotion,
+/// then approval), then the runbook.
+pub fn gated(spec: &ReleaseSpec, promotion: bool, approval: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if promotion {
+        steps.push(Step::Promote);
+    }
+    if approval {
+        steps.push(Step::Approve);
+    }
+    steps.extend(forward(spec));
+    steps
 }
 
 /// The undo steps, in order, for a revision that got as far as it did:

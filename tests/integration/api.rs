@@ -969,9 +969,9 @@ async fn semantically_invalid_release_stalls_and_the_operator_keeps_serving() {
             expect: "spec.workload.template.metadata.labels: label lockkeeper.dev/color",
         },
         SemanticCase {
-            name: "migration",
-            patch: json!({"migration": {"job": job_template(json!([{"name": "migrate", "image": IMAGE}]))}}),
-            expect: "spec.migration: database migrations are not supported",
+            name: "migration-without-container",
+            patch: json!({"migration": {"job": job_template(json!([]))}}),
+            expect: "spec.migration.job.template.spec.containers: must list at least one container",
         },
         SemanticCase {
             name: "unknown-container",

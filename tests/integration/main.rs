@@ -7,6 +7,7 @@ mod checks;
 mod cluster;
 mod data;
 mod environments;
+mod gates;
 mod install;
 mod leader;
 mod notify;
