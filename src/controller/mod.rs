@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod dispatch;
+pub mod environments;
 pub mod housekeeping;
 pub mod outcomes;
 pub mod promotion;
@@ -198,7 +199,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
                 .await;
         }
     });
-    futures::future::join_all(controllers).await;
+    let environments = environments::run(ctx.client.clone(), shutdown.clone());
+    futures::future::join(futures::future::join_all(controllers), environments).await;
 }
 
 /// Whether `release` steers the Service named `service`.

@@ -104,7 +104,33 @@ async fn environment_rules_and_defaults_apply_and_overlaps_stall() {
         message.contains(&production.name_any()) && message.contains(&overlap.name_any()),
         "{message}"
     );
+    // The Environment's own status says so too, and counts its namespaces.
+    let envs = Api::<Environment>::all(cluster().await.client());
+    let env = wait_for(&envs, &production.name_any(), LONG, |e: &Environment| {
+        e.status.as_ref().is_some_and(|s| {
+            s.namespaces == Some(1)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.status == "True")
+        })
+    })
+    .await;
+    let stalled = env
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Stalled"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    println!("Environment status: {stalled}");
+    assert!(stalled.contains(&overlap.name_any()), "{stalled}");
     delete(&overlap).await;
+    wait_for(&envs, &production.name_any(), LONG, |e: &Environment| {
+        e.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
     delete(&production).await;
     ns.cleanup().await;
 }
