@@ -204,6 +204,9 @@ pub struct World {
     pub snapshots: BTreeMap<String, SnapshotState>,
     /// Whether the current revision's config ConfigMaps all exist.
     pub config_written: bool,
+    /// What the current revision shipped, from its record (read only while
+    /// it is undone: its undo runs what it declared, not a newer spec).
+    pub record: Option<render::Shipped>,
 }
 
 /// Everything the planner looks at.

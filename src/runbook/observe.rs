@@ -125,6 +125,17 @@ pub async fn world(client: &Client, release: &Release) -> Result<World, ObserveE
             .map_err(err("ControllerRevision", rname))?
             .is_some();
     }
+    if let Some(revision) = status.revision
+        && matches!(status.phase, Some(Phase::RollingBack))
+    {
+        let records: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+        let rname = render::record_name(&name, revision);
+        world.record = records
+            .get_opt(&rname)
+            .await
+            .map_err(err("ControllerRevision", rname))?
+            .and_then(|r| render::shipped_from_record(&r).ok());
+    }
     gather_runbook(client, release, &status, &mut world).await?;
     Ok(world)
 }

@@ -25,6 +25,7 @@ use crate::{
         Color, Phase, ReleaseStatus,
         checks::CheckPhase,
         release::StrategyType,
+        release::{BackupSpec, MigrationSpec},
         status::{HistoryEntry, StepState, StepStatus},
     },
     controller::conditions::{self, Desired},
@@ -99,7 +100,7 @@ impl Planner<'_> {
                 None => return self.start_revision(),
                 Some(p) if p.is_terminal() => return self.start_revision(),
                 Some(Phase::RollingBack) => {}
-                Some(_) if !steps::anything_changed(&self.st.steps) => {
+                Some(_) if !self.anything_changed() => {
                     self.end_run(
                         Phase::Failed,
                         "superseded by a newer spec before anything changed".into(),
@@ -361,7 +362,7 @@ impl Planner<'_> {
             s.message = Some("not run: the revision failed".into());
             s.finished_at = Some(Time(now));
         }
-        if !steps::anything_changed(&self.st.steps) {
+        if !self.anything_changed() {
             return self.end_run(Phase::Failed, format!("{reason}; nothing was changed"));
         }
         let automatic = self
@@ -378,7 +379,10 @@ impl Planner<'_> {
             );
         }
         if !self.rolling_back() {
-            self.st.steps.extend(steps::pending(&steps::undo(&self.st)));
+            let migrated = self.migration_seen();
+            self.st
+                .steps
+                .extend(steps::pending(&steps::undo(&self.st, migrated)));
             self.st.phase = Some(Phase::RollingBack);
             self.requeue = Some(POD_POLL);
             self.note(
@@ -624,6 +628,29 @@ impl Planner<'_> {
         }
     }
 
+    /// Whether this revision's migration Job exists: it may have run even
+    /// when the status write that recorded it was lost.
+    fn migration_seen(&self) -> bool {
+        self.obs.world.jobs.contains_key(&JobKind::Migration)
+    }
+
+    /// Whether the revision changed anything that must be undone.
+    fn anything_changed(&self) -> bool {
+        steps::anything_changed(&self.st.steps) || self.migration_seen()
+    }
+
+    /// What the revision itself declared: its record while it is undone (a
+    /// newer spec may declare something else), the spec otherwise.
+    fn declared(&self) -> (Option<&MigrationSpec>, Option<&BackupSpec>) {
+        match &self.obs.world.record {
+            Some(record) => (record.migration.as_ref(), record.backup.as_ref()),
+            None => (
+                self.obs.spec.migration.as_ref(),
+                self.obs.spec.backup.as_ref(),
+            ),
+        }
+    }
+
     /// Whether `step` performed its one-shot effect: such a step is marked
     /// Running only together with its effect, and never waits.
     fn acted(&self, step: Step) -> bool {
@@ -819,6 +846,20 @@ impl Planner<'_> {
         let limit = migration
             .timeout
             .map_or(DEFAULT_MIGRATION_TIMEOUT, Into::into);
+        if self.migration_seen() {
+            // Remember the Job as soon as it is seen: the write that
+            // recorded its creation may have been lost, and a migration
+            // whose Job disappears must never be run again.
+            let name = render::job_name(self.obs.name, &JobKind::Migration, self.revision());
+            if let Some(s) = self
+                .st
+                .steps
+                .iter_mut()
+                .find(|s| s.name == Step::Migrate.name())
+            {
+                s.job = Some(name);
+            }
+        }
         if let Err(outcome) = self.job(JobKind::Migration, Step::Migrate, limit) {
             return outcome;
         }
@@ -886,7 +927,7 @@ impl Planner<'_> {
                 "database left at revision {revision}'s schema: rollback.runMigrationRollback is off"
             ));
         }
-        let Some(migration) = self.obs.spec.migration.as_ref() else {
+        let Some(migration) = self.declared().0.cloned() else {
             return Outcome::Skip(format!(
                 "database left at revision {revision}'s schema: no migration rollback defined"
             ));
@@ -1005,17 +1046,12 @@ impl Planner<'_> {
                 describe_claims(&restored)
             ));
         }
-        let limit = self
-            .obs
-            .spec
-            .backup
+        let declared = self.declared().1.cloned();
+        let limit = declared
             .as_ref()
             .and_then(|b| b.timeout)
             .map_or(DEFAULT_BACKUP_TIMEOUT, Into::into);
-        let restores: Vec<String> = self
-            .obs
-            .spec
-            .backup
+        let restores: Vec<String> = declared
             .iter()
             .flat_map(|b| b.jobs.iter())
             .filter(|j| {

@@ -195,6 +195,8 @@ struct Sim {
     job_ticks: u32,
     /// How often each runbook Job was created.
     job_creations: BTreeMap<(i64, JobKind), u32>,
+    /// Jobs that existed when a status was last written.
+    jobs_seen: BTreeSet<(i64, JobKind)>,
     /// Jobs that finished successfully, even if deleted since.
     succeeded_jobs: BTreeSet<(i64, JobKind)>,
     /// Jobs (by kind) that fail, in every revision.
@@ -248,6 +250,7 @@ impl Sim {
             jobs: BTreeMap::new(),
             job_ticks: 2,
             job_creations: BTreeMap::new(),
+            jobs_seen: BTreeSet::new(),
             succeeded_jobs: BTreeSet::new(),
             failing_jobs: BTreeSet::new(),
             bad_jobs: BTreeSet::new(),
@@ -393,44 +396,187 @@ impl Sim {
                 pods,
                 stable_record,
                 jobs: self.job_states(),
-                backup_sources: Some(crate::runbook::BackupSources::default()),
+                backup_sources: self.backup_sources(),
                 snapshots: self.snapshot_states(),
-                config_written: st.revision.is_some_and(|r| self.configs.contains(&r)),
+                config_written: self.config_written(),
+                // As `observe` reads it: only while rolling back.
+                record: (st.phase == Some(Phase::RollingBack))
+                    .then(|| st.revision.and_then(|r| self.records.get(&r)))
+                    .flatten()
+                    .map(|r| Shipped::of(&r.spec)),
             },
             requests: self.requests.clone(),
             frozen: None,
+            gates: Default::default(),
+            template_hash: String::new(),
         }
     }
 
-    /// The current revision's Jobs: running for two ticks, then done.
+    /// Whether `step` of the recorded revision is open (pending or
+    /// running), which is when `observe` looks up what it needs.
+    fn open(&self, step: Step) -> bool {
+        matches!(
+            step_state(&self.status, step),
+            Some(StepState::Pending | StepState::Running)
+        )
+    }
+
+    /// What `observe::job_kinds` lists for the current spec.
+    fn job_kinds(&self) -> Vec<JobKind> {
+        let mut kinds = vec![
+            JobKind::ConfigCheck,
+            JobKind::Migration,
+            JobKind::MigrationVerify,
+            JobKind::MigrationRollback,
+        ];
+        for job in self.spec.backup.iter().flat_map(|b| b.jobs.iter()) {
+            kinds.push(JobKind::Backup(job.name.clone()));
+            kinds.push(JobKind::Restore(job.name.clone()));
+        }
+        kinds
+    }
+
+    /// Whether Job `kind` of `revision` fails once it has run.
+    fn job_fails(&self, revision: i64, kind: &JobKind) -> bool {
+        self.failing_jobs.contains(kind)
+            || self.records.get(&revision).is_some_and(|r| {
+                self.bad_jobs
+                    .contains(&(r.spec.version.clone(), kind.clone()))
+            })
+    }
+
+    /// Where Job `kind` of `revision` is, if it exists: running for
+    /// `job_ticks` ticks, then done.
+    fn job_state(&self, revision: i64, kind: &JobKind) -> Option<JobState> {
+        let age = *self.jobs.get(&(revision, kind.clone()))?;
+        Some(if age < self.job_ticks {
+            JobState::Running
+        } else if self.job_fails(revision, kind) {
+            JobState::Failed("exit 1".into())
+        } else {
+            JobState::Succeeded
+        })
+    }
+
+    fn job_succeeded(&self, revision: i64, kind: &JobKind) -> bool {
+        self.succeeded_jobs.contains(&(revision, kind.clone()))
+    }
+
+    fn job_created(&self, revision: i64, kind: &JobKind) -> u32 {
+        self.job_creations
+            .get(&(revision, kind.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The current revision's Jobs, looked up while a step that runs Jobs
+    /// is open, as `observe` does.
     fn job_states(&self) -> BTreeMap<JobKind, JobState> {
-        let revision = self.status.revision.unwrap_or_default();
-        self.jobs
+        let Some(revision) = self.status.revision else {
+            return BTreeMap::new();
+        };
+        let steps = [
+            Step::Backup,
+            Step::Config,
+            Step::Migrate,
+            Step::RollBackMigration,
+            Step::RestoreData,
+        ];
+        if !steps.iter().any(|s| self.open(*s)) {
+            return BTreeMap::new();
+        }
+        self.job_kinds()
+            .into_iter()
+            .filter_map(|kind| self.job_state(revision, &kind).map(|state| (kind, state)))
+            .collect()
+    }
+
+    /// Whether the recorded revision's backups are recorded in the status.
+    fn backed_up(&self) -> bool {
+        let revision = self.status.revision;
+        self.status
+            .backups
+            .iter()
+            .any(|b| Some(b.revision) == revision)
+    }
+
+    /// The backup sources, looked up while the backup step is open and has
+    /// not recorded its backups.
+    fn backup_sources(&self) -> Option<crate::runbook::BackupSources> {
+        (self.status.revision.is_some()
+            && self.spec.backup.is_some()
+            && self.open(Step::Backup)
+            && !self.backed_up())
+        .then(|| crate::runbook::BackupSources {
+            problems: self.source_problems.clone(),
+        })
+    }
+
+    /// Whether the snapshots of `revision` fail.
+    fn snapshot_fails(&self, revision: i64, claim: &str) -> bool {
+        self.failing_snapshots.contains(claim)
+            || self
+                .records
+                .get(&revision)
+                .is_some_and(|r| self.bad_snapshots.contains(&r.spec.version))
+    }
+
+    /// The current revision's VolumeSnapshots, looked up while the backup
+    /// step is open and has recorded its backups: pending for a tick, then
+    /// ready (or failed).
+    fn snapshot_states(&self) -> BTreeMap<String, SnapshotState> {
+        let Some(revision) = self.status.revision else {
+            return BTreeMap::new();
+        };
+        let volumes = self
+            .spec
+            .backup
+            .as_ref()
+            .is_some_and(|b| !b.volumes.is_empty());
+        if !volumes || !self.open(Step::Backup) || !self.backed_up() {
+            return BTreeMap::new();
+        }
+        self.snapshots
             .iter()
             .filter(|((r, _), _)| *r == revision)
-            .map(|((_, kind), age)| {
-                let state = match *age {
-                    0..2 => JobState::Running,
-                    _ if self.failing_jobs.contains(kind) => JobState::Failed("exit 1".into()),
-                    _ => JobState::Succeeded,
+            .map(|((_, claim), age)| {
+                let state = if *age < 2 {
+                    SnapshotState::Pending
+                } else if self.snapshot_fails(revision, claim) {
+                    SnapshotState::Failed("the CSI driver refused the snapshot".into())
+                } else {
+                    SnapshotState::Ready
                 };
-                (kind.clone(), state)
+                (claim.clone(), state)
             })
             .collect()
     }
 
-    /// The current revision's VolumeSnapshots: ready once taken.
-    fn snapshot_states(&self) -> BTreeMap<String, SnapshotState> {
+    /// Whether the current revision's config ConfigMaps exist, looked up
+    /// while the config step is open.
+    fn config_written(&self) -> bool {
+        let listed = self
+            .spec
+            .config
+            .as_ref()
+            .is_some_and(|c| !c.config_maps.is_empty());
+        listed
+            && self.open(Step::Config)
+            && self
+                .status
+                .revision
+                .is_some_and(|r| self.configs.contains(&r))
+    }
+
+    /// The current revision's Jobs are deleted (by a person, or a sweep of
+    /// the namespace) — those a status write has followed: a Job created
+    /// and deleted between two status writes, the first lost, leaves nothing
+    /// a planner could read, and only a finalizer would prevent that.
+    fn delete_jobs(&mut self) {
         let revision = self.status.revision.unwrap_or_default();
-        if !self.backups_taken.contains(&revision) {
-            return BTreeMap::new();
-        }
-        self.spec
-            .backup
-            .iter()
-            .flat_map(|b| b.volumes.iter())
-            .map(|v| (v.persistent_volume_claim.clone(), SnapshotState::Ready))
-            .collect()
+        let seen = &self.jobs_seen;
+        self.jobs
+            .retain(|key, _| key.0 != revision || !seen.contains(key));
     }
 
     // ---- the controller loop ----
@@ -440,7 +586,20 @@ impl Sim {
         for d in [&mut self.blue, &mut self.green].into_iter().flatten() {
             d.tick();
         }
-        for age in self.jobs.values_mut() {
+        let ticks = self.job_ticks;
+        let mut finished = Vec::new();
+        for (key, age) in &mut self.jobs {
+            *age += 1;
+            if *age >= ticks {
+                finished.push(key.clone());
+            }
+        }
+        for (revision, kind) in finished {
+            if !self.job_fails(revision, &kind) {
+                self.succeeded_jobs.insert((revision, kind));
+            }
+        }
+        for age in self.snapshots.values_mut() {
             *age += 1;
         }
         let mut plan = plan(&self.observed());
@@ -479,6 +638,7 @@ impl Sim {
         }
         self.check_write(&plan.status);
         self.status = plan.status.clone();
+        self.jobs_seen.extend(self.jobs.keys().cloned());
         plan
     }
 
@@ -548,6 +708,7 @@ impl Sim {
                 let record = Record {
                     hash: self.hash(),
                     replicas: self.spec.workload.replicas,
+                    spec: self.spec.clone(),
                 };
                 self.records.insert(*revision, record);
                 Ok(None)
@@ -590,6 +751,16 @@ impl Sim {
             }
             Effect::TakeBackups { revision } => {
                 self.backups_taken.insert(*revision);
+                let claims: Vec<String> = self
+                    .spec
+                    .backup
+                    .iter()
+                    .flat_map(|b| b.volumes.iter())
+                    .map(|v| v.persistent_volume_claim.clone())
+                    .collect();
+                for claim in claims {
+                    self.snapshots.entry((*revision, claim)).or_insert(0);
+                }
                 Ok(None)
             }
             Effect::WriteConfig { revision } => {
@@ -597,33 +768,66 @@ impl Sim {
                 Ok(None)
             }
             Effect::RunJob { kind, revision } => {
+                // `execute` renders forward Jobs from the current spec and
+                // undo Jobs from the revision's record, and refuses a Job
+                // that is not declared there.
+                if !self.declares(kind, *revision) {
+                    return Err(format!("refused: revision {revision} declares no {kind:?}"));
+                }
                 // Create-if-absent: the API server refuses a second Job of
-                // the same name.
+                // the same name. 20. A migration Job is created once per
+                // revision, whatever crashes and deletions happen.
                 let key = (*revision, kind.clone());
                 if !self.jobs.contains_key(&key) {
                     self.jobs.insert(key.clone(), 0);
                     *self.job_creations.entry(key).or_default() += 1;
                 }
+                let created = self.job_created(*revision, kind);
+                self.ensure(*kind != JobKind::Migration || created <= 1, || {
+                    format!("the migration Job of revision {revision} was created {created} times")
+                });
                 Ok(None)
             }
             Effect::RestoreConfig { revision } => {
                 self.config_restored.insert(*revision);
                 Ok(None)
             }
-            Effect::RestoreVolumes { color, stable, .. } => {
+            Effect::RestoreVolumes {
+                revision,
+                color,
+                stable,
+            } => {
+                if !self.backups_taken.contains(revision) {
+                    return Err(format!("no VolumeSnapshots of revision {revision}"));
+                }
                 let record = self
                     .records
                     .get(stable)
                     .cloned()
                     .ok_or_else(|| format!("no record of revision {stable}"))?;
-                Ok(Some(self.roll_out(
-                    *color,
-                    *stable,
-                    record.hash,
-                    record.replicas,
-                )))
+                self.roll_out(*color, *stable, record.hash, record.replicas);
+                // The template now mounts the restored claims: a new rollout
+                // even where it ran `stable` already.
+                let (observe_after, ready_after) = (self.random(2), self.random(4));
+                let d = self
+                    .slot(*color)
+                    .as_mut()
+                    .ok_or_else(|| format!("no {} Deployment", color.as_str()))?;
+                d.generation += 1;
+                d.age = 0;
+                d.available = 0;
+                d.observe_after = observe_after;
+                d.ready_after = ready_after;
+                let generation = d.generation;
+                self.volumes_restored.insert(*revision);
+                Ok(Some((*color, generation)))
             }
-            Effect::Prune { .. } => Ok(None),
+            Effect::Prune { keep } => {
+                self.configs.retain(|r| keep.contains(r));
+                self.backups_taken.retain(|r| keep.contains(r));
+                self.snapshots.retain(|(r, _), _| keep.contains(r));
+                Ok(None)
+            }
             Effect::PointService { service, color } => {
                 let svc = if Some(service) == self.traffic_name().as_ref() {
                     &mut self.traffic
@@ -638,6 +842,31 @@ impl Sim {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// Whether `execute` finds Job `kind` of `revision` declared: forward
+    /// Jobs in the current spec, undo Jobs in the revision's record.
+    fn declares(&self, kind: &JobKind, revision: i64) -> bool {
+        let spec = &self.spec;
+        let record = self.records.get(&revision).map(|r| &r.spec);
+        match kind {
+            JobKind::Backup(name) => spec
+                .backup
+                .iter()
+                .flat_map(|b| b.jobs.iter())
+                .any(|j| &j.name == name),
+            JobKind::ConfigCheck => spec.config.as_ref().is_some_and(|c| c.check.is_some()),
+            JobKind::Migration => spec.migration.is_some(),
+            JobKind::MigrationVerify => spec.migration.as_ref().is_some_and(|m| m.verify.is_some()),
+            JobKind::MigrationRollback => record
+                .and_then(|s| s.migration.as_ref())
+                .is_some_and(|m| m.rollback.is_some()),
+            JobKind::Restore(name) => record.and_then(|s| s.backup.as_ref()).is_some_and(|b| {
+                b.jobs
+                    .iter()
+                    .any(|j| &j.name == name && j.restore.is_some())
+            }),
         }
     }
 
@@ -716,14 +945,19 @@ impl Sim {
     fn dump(&self) -> String {
         let from = self.trace.len().saturating_sub(40);
         format!(
-            "--- last reconciles ---\n{}\n--- status ---\n{:#?}\n--- world ---\nblue {:?}\ngreen {:?}\ntraffic {:?} preview {:?} requests {:?}",
+            "--- last reconciles ---\n{}\n--- status ---\n{:#?}\n--- world ---\nblue {:?}\ngreen {:?}\ntraffic {:?} preview {:?} requests {:?}\njobs {:?}\ncreated {:?}\nbackups taken {:?} configs {:?} sources {:?}",
             self.trace[from..].join("\n"),
             brief(&self.status),
             self.blue,
             self.green,
             self.traffic,
             self.preview,
-            self.requests
+            self.requests,
+            self.jobs,
+            self.job_creations,
+            self.backups_taken,
+            self.configs,
+            self.source_problems
         )
     }
 
@@ -744,6 +978,14 @@ impl Sim {
         }
     }
 
+    /// Whether a run changed something that must be undone, as the planner
+    /// can know it: a world-changing step recorded, or (a recording lost)
+    /// the revision's migration Job in sight.
+    fn changed(&self, steps: &[StepStatus]) -> bool {
+        steps::anything_changed(steps)
+            || self.observed().world.jobs.contains_key(&JobKind::Migration)
+    }
+
     /// Checks a plan against the status it was made from and the world it
     /// was made in.
     fn check_plan(&self, plan: &Plan) {
@@ -758,7 +1000,7 @@ impl Sim {
             None => true,
             Some(p) if p.is_terminal() => new_spec || retry,
             Some(Phase::RollingBack) => false,
-            Some(_) => new_spec && !steps::anything_changed(&input.steps),
+            Some(_) => new_spec && !self.changed(&input.steps),
         };
         let problem = self.traffic_problem();
         let blocked = start_due && problem.is_some();
@@ -848,6 +1090,24 @@ impl Sim {
             );
         }
 
+        // 19. A Ready revision that has nothing left to do has ended its run:
+        // every step finished, the revision stable and in the history.
+        if out.phase == Some(Phase::Ready) && effect.is_none() {
+            let open = steps::current(&out.steps).map(|(_, step)| step);
+            let recorded = out
+                .history
+                .iter()
+                .any(|h| Some(h.revision) == out.revision && h.result == Phase::Ready);
+            self.ensure(
+                open.is_none() && out.stable_revision == out.revision && recorded,
+                || {
+                    format!(
+                        "Ready with step {open:?} still open, stable revision {:?} of {:?}, in the history: {recorded}",
+                        out.stable_revision, out.revision
+                    )
+                },
+            );
+        }
         // 4. A terminal revision stays terminal and does nothing forward.
         if let Some(terminal) = input.phase.filter(|p| p.is_terminal())
             && !start_due
@@ -878,7 +1138,7 @@ impl Sim {
             && !p.is_terminal()
             && p != Phase::RollingBack
         {
-            if steps::anything_changed(&input.steps) {
+            if self.changed(&input.steps) {
                 let ok = match out.phase {
                     Some(Phase::RollingBack | Phase::RolledBack) => self.automatic_rollback(),
                     Some(Phase::Failed) => !self.automatic_rollback(),
@@ -921,7 +1181,7 @@ impl Sim {
         }
         match out.phase {
             Some(Phase::Failed) => self.ensure(
-                !self.automatic_rollback() || !steps::anything_changed(&out.steps),
+                !self.automatic_rollback() || !self.changed(&out.steps),
                 || {
                     "Failed although the revision changed something and rollback is automatic"
                         .into()
@@ -943,10 +1203,17 @@ impl Sim {
         let target_up = self
             .dep(target)
             .is_some_and(|d| d.state().is_available(self.spec.workload.replicas));
+        let done = |s: Step| {
+            matches!(
+                step_state(out, s),
+                Some(StepState::Succeeded | StepState::Skipped)
+            )
+        };
         if undoing(out) {
             let traffic_undone = finished(step_state(out, Step::RollBackTraffic));
             let scaled = self.undo_scaled.contains(&rev)
                 || step_state(out, Step::ScaleDownNew) != Some(StepState::Pending);
+            self.check_data_undo(effect, out);
             let ok = match effect {
                 Effect::PointService { service, color } => {
                     Some(service) == self.traffic_name().as_ref() && *color == old && !scaled
@@ -983,21 +1250,78 @@ impl Sim {
                     // 7. Recreate stops the old version before the new one starts.
                     && (self.blue_green() || old_stopped);
                 let repair = out.phase == Some(Phase::Ready) && out.active_color == Some(*color);
+                // 12. Nothing of a revision is deployed before its
+                // migration (and verification) succeeded or was skipped.
+                let migrated = done(Step::Backup)
+                    && done(Step::Config)
+                    && done(Step::Migrate)
+                    && self.migrated(*revision);
+                self.ensure(migrated, || {
+                    format!(
+                        "{effect:?} before the migration of revision {revision} succeeded (Migrate {:?})",
+                        step_state(out, Step::Migrate)
+                    )
+                });
                 content && (forward || repair)
             }
             Effect::RestoreDeployment { .. }
             | Effect::RestoreConfig { .. }
             | Effect::RestoreVolumes { .. } => false,
-            Effect::TakeBackups { revision } | Effect::WriteConfig { revision } => {
+            // 11. Backup, then config, then the migration, each only once
+            // what comes before it is done.
+            Effect::TakeBackups { revision } => {
                 Some(*revision) == out.revision
-                    && matches!(out.phase, Some(Phase::BackingUp | Phase::Migrating))
+                    && out.phase == Some(Phase::BackingUp)
+                    && done(Step::Preflight)
+                    // 16. Missing sources stop the backup before it starts.
+                    && self.source_problems.is_empty()
+            }
+            Effect::WriteConfig { revision } => {
+                Some(*revision) == out.revision
+                    && out.phase == Some(Phase::Migrating)
+                    && done(Step::Backup)
+                    && (self.blue_green() || done(Step::Stop))
             }
             Effect::RunJob { kind, revision } => {
+                let config = self.spec.config.as_ref();
+                let maps = config.is_some_and(|c| !c.config_maps.is_empty());
+                let check = config.is_some_and(|c| c.check.is_some());
                 Some(*revision) == out.revision
-                    && !matches!(kind, JobKind::MigrationRollback | JobKind::Restore(_))
+                    && match kind {
+                        JobKind::Backup(_) => {
+                            out.phase == Some(Phase::BackingUp)
+                                && self.backups_taken.contains(revision)
+                        }
+                        JobKind::ConfigCheck => {
+                            out.phase == Some(Phase::Migrating)
+                                && done(Step::Backup)
+                                && (!maps || self.configs.contains(revision))
+                        }
+                        JobKind::Migration => {
+                            out.phase == Some(Phase::Migrating)
+                                && done(Step::Backup)
+                                && done(Step::Config)
+                                && (!check || self.job_succeeded(rev, &JobKind::ConfigCheck))
+                        }
+                        JobKind::MigrationVerify => {
+                            out.phase == Some(Phase::Migrating)
+                                && self.job_succeeded(rev, &JobKind::Migration)
+                        }
+                        JobKind::MigrationRollback | JobKind::Restore(_) => false,
+                    }
             }
+            // 15. Retention keeps the last `keep` revisions, this one
+            // included, once every step before Complete is done.
             Effect::Prune { keep } => {
-                out.revision.is_some_and(|r| keep.contains(&r)) && out.phase == Some(Phase::Ready)
+                let mut keep = keep.clone();
+                keep.sort_unstable();
+                let complete = step_state(out, Step::Complete);
+                keep == self.retained(rev)
+                    && matches!(complete, Some(StepState::Running | StepState::Succeeded))
+                    && out.steps.iter().all(|s| {
+                        s.name == Step::Complete.name()
+                            || matches!(s.state, StepState::Succeeded | StepState::Skipped)
+                    })
             }
             Effect::Scale { color, replicas } => {
                 *replicas == 0
@@ -1037,8 +1361,290 @@ impl Sim {
         });
     }
 
+    /// The rollback policy of the current spec, as the planner reads it.
+    fn policy(&self) -> crate::api::RollbackPolicy {
+        self.spec.rollback.clone().unwrap_or_default()
+    }
+
+    /// The revisions whose backups and config a Ready `revision` keeps,
+    /// ascending.
+    fn retained(&self, revision: i64) -> Vec<i64> {
+        let keep = self.spec.backup.as_ref().map_or(3, |b| b.keep.max(1));
+        let oldest = revision - i64::from(keep) + 1;
+        (oldest.max(1)..=revision).collect()
+    }
+
+    /// Whether the migration of `revision` (as the current spec declares
+    /// it) and its verification succeeded in the world.
+    fn migrated(&self, revision: i64) -> bool {
+        self.spec.migration.as_ref().is_none_or(|m| {
+            self.job_succeeded(revision, &JobKind::Migration)
+                && (m.verify.is_none() || self.job_succeeded(revision, &JobKind::MigrationVerify))
+        })
+    }
+
+    /// Whether the record of `revision` declares a down-migration.
+    fn declares_down_migration(&self, revision: i64) -> bool {
+        self.declares(&JobKind::MigrationRollback, revision)
+    }
+
+    /// Checks an effect that undoes schema, config or data.
+    fn check_data_undo(&self, effect: &Effect, out: &ReleaseStatus) {
+        let target = out.target_color.unwrap_or(Color::Blue);
+        let rev = out.revision.unwrap_or_default();
+        let traffic_undone = finished(step_state(out, Step::RollBackTraffic));
+        let record = out.backups.iter().find(|b| b.revision == rev);
+        match effect {
+            Effect::RunJob {
+                kind: JobKind::MigrationRollback,
+                revision,
+            } => {
+                // 13. The down-migration runs after traffic is back, once the
+                // migration stopped, and only for a revision that declares
+                // one.
+                let back = out.stable_revision.is_none()
+                    || self.glitch
+                    || self.traffic != ServiceState::Selects(Some(target));
+                self.ensure(*revision == rev && traffic_undone && back, || {
+                    format!(
+                        "migration rollback of revision {revision} before traffic is back (RollBackTraffic {:?}, Service {:?})",
+                        step_state(out, Step::RollBackTraffic),
+                        self.traffic
+                    )
+                });
+                self.ensure(
+                    self.job_state(rev, &JobKind::Migration) != Some(JobState::Running),
+                    || format!("migration rollback of revision {rev} while its migration runs"),
+                );
+                self.ensure(self.declares_down_migration(rev), || {
+                    format!("migration rollback of revision {rev}, which declares none")
+                });
+                self.ensure(self.policy().run_migration_rollback != Some(false), || {
+                    "migration rollback although rollback.runMigrationRollback is off".into()
+                });
+            }
+            Effect::RunJob {
+                kind: JobKind::Restore(name),
+                revision,
+            } => {
+                let backed_up = self.job_succeeded(rev, &JobKind::Backup(name.clone()));
+                self.ensure(
+                    *revision == rev
+                        && traffic_undone
+                        && backed_up
+                        && self.policy().restore_volumes == Some(true),
+                    || {
+                        format!(
+                            "restore Job {name:?} of revision {revision} (backed up: {backed_up})"
+                        )
+                    },
+                );
+                self.ensure(self.declares(&JobKind::Restore(name.clone()), rev), || {
+                    format!("restore Job {name:?} of revision {rev}, which declares none")
+                });
+            }
+            Effect::RestoreConfig { revision } => {
+                // 14. Config is put back only from backups that were taken.
+                let copied =
+                    record.is_some_and(|b| !b.config_maps.is_empty() || !b.secrets.is_empty());
+                self.ensure(
+                    *revision == rev
+                        && self.backups_taken.contains(revision)
+                        && copied
+                        && self.policy().restore_config != Some(false),
+                    || {
+                        format!(
+                            "RestoreConfig of revision {revision}, whose backups were not taken (taken: {:?})",
+                            self.backups_taken
+                        )
+                    },
+                );
+            }
+            Effect::RestoreVolumes {
+                revision,
+                color,
+                stable,
+            } => {
+                let snapshots = record.is_some_and(|b| !b.volume_snapshots.is_empty());
+                self.ensure(
+                    *revision == rev
+                        && self.backups_taken.contains(revision)
+                        && snapshots
+                        && *color == target.other()
+                        && Some(*stable) == out.stable_revision
+                        && self.policy().restore_volumes == Some(true),
+                    || format!("{effect:?} (backups taken: {:?})", self.backups_taken),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks what a status about to be written says about backups, config
+    /// and the migration against the world.
+    fn check_data_write(&self, out: &ReleaseStatus) {
+        let input = &self.status;
+        let rev = out.revision.unwrap_or_default();
+        let entered = |phase: Phase| {
+            out.phase == Some(phase)
+                && (input.phase != Some(phase) || input.revision != out.revision)
+        };
+        // 18. A revision that ends Failed without undoing anything never
+        // started its migration.
+        for h in &out.history {
+            let new = !input
+                .history
+                .iter()
+                .any(|i| i.revision == h.revision && i.result == h.result);
+            let left = h
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("automatic rollback is off"));
+            if new && h.result == Phase::Failed && !left {
+                self.ensure(self.job_created(h.revision, &JobKind::Migration) == 0, || {
+                    format!(
+                        "revision {} ended Failed ({:?}) with nothing undone, but its migration Job was created",
+                        h.revision, h.reason
+                    )
+                });
+            }
+        }
+        // 17. Pods never run without their revision's config.
+        for d in [&self.blue, &self.green].into_iter().flatten() {
+            let listed = self
+                .records
+                .get(&d.revision)
+                .and_then(|r| r.spec.config.as_ref())
+                .is_some_and(|c| !c.config_maps.is_empty());
+            self.ensure(
+                d.desired == 0 || !listed || self.configs.contains(&d.revision),
+                || {
+                    format!(
+                        "revision {} runs but its config ConfigMaps are gone",
+                        d.revision
+                    )
+                },
+            );
+        }
+        if entered(Phase::Ready) {
+            if let Some(m) = &self.spec.migration {
+                let once = self.job_created(rev, &JobKind::Migration) == 1;
+                let verified =
+                    m.verify.is_none() || self.job_succeeded(rev, &JobKind::MigrationVerify);
+                self.ensure(
+                    once && self.job_succeeded(rev, &JobKind::Migration) && verified,
+                    || format!("Ready but revision {rev} did not migrate exactly once"),
+                );
+            }
+            if let Some(c) = &self.spec.config {
+                self.ensure(
+                    c.config_maps.is_empty() || self.configs.contains(&rev),
+                    || format!("Ready without the config of revision {rev}"),
+                );
+                self.ensure(
+                    c.check.is_none() || self.job_succeeded(rev, &JobKind::ConfigCheck),
+                    || format!("Ready without a passed config check of revision {rev}"),
+                );
+            }
+            if let Some(b) = &self.spec.backup {
+                let listed = !b.config_maps.is_empty()
+                    || !b.secrets.is_empty()
+                    || !b.volumes.is_empty()
+                    || !b.jobs.is_empty();
+                let jobs = b
+                    .jobs
+                    .iter()
+                    .all(|j| self.job_succeeded(rev, &JobKind::Backup(j.name.clone())));
+                let recorded = out.backups.iter().any(|r| r.revision == rev);
+                self.ensure(
+                    !listed || (self.backups_taken.contains(&rev) && jobs && recorded),
+                    || format!("Ready without the backups of revision {rev}"),
+                );
+            }
+            let kept = self.retained(rev);
+            self.ensure(
+                out.backups.iter().all(|b| kept.contains(&b.revision)),
+                || {
+                    let held: Vec<i64> = out.backups.iter().map(|b| b.revision).collect();
+                    format!("Ready revision {rev} holds backups of {held:?}, keeps {kept:?}")
+                },
+            );
+        }
+        if entered(Phase::RolledBack) {
+            let policy = self.policy();
+            let ran = self.job_created(rev, &JobKind::Migration) > 0;
+            let undo = step_state(out, Step::RollBackMigration);
+            self.ensure(!ran || undo.is_some(), || {
+                format!("revision {rev} migrated but its rollback has no RollBackMigration step")
+            });
+            if ran
+                && self.declares_down_migration(rev)
+                && policy.run_migration_rollback != Some(false)
+            {
+                let message = out
+                    .steps
+                    .iter()
+                    .find(|s| s.name == Step::RollBackMigration.name())
+                    .and_then(|s| s.message.clone());
+                self.ensure(
+                    matches!(undo, Some(StepState::Succeeded | StepState::Failed)),
+                    || {
+                        format!(
+                            "revision {rev} declares a migration rollback, but RollBackMigration is {undo:?}: {message:?}"
+                        )
+                    },
+                );
+            }
+            self.ensure(
+                undo != Some(StepState::Succeeded)
+                    || self.job_succeeded(rev, &JobKind::MigrationRollback),
+                || format!("RollBackMigration of revision {rev} succeeded without its Job"),
+            );
+            if let Some(b) = out.backups.iter().find(|b| b.revision == rev) {
+                let copies = !b.config_maps.is_empty() || !b.secrets.is_empty();
+                // The policy may have changed since the step ran (a newer
+                // spec arrived mid-rollback): the step says what it obeyed.
+                let skipped_by_policy = out.steps.iter().any(|s| {
+                    s.name == Step::RestoreConfig.name()
+                        && s.state == StepState::Skipped
+                        && s.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("rollback.restoreConfig is off"))
+                });
+                self.ensure(
+                    !copies
+                        || policy.restore_config == Some(false)
+                        || skipped_by_policy
+                        || self.config_restored.contains(&rev),
+                    || {
+                        format!(
+                            "RolledBack without restoring the config copied before revision {rev}"
+                        )
+                    },
+                );
+                let volumes = !b.volume_snapshots.is_empty()
+                    && policy.restore_volumes == Some(true)
+                    && out.stable_revision.is_some();
+                let claims = b.volume_snapshots.keys().all(|claim| {
+                    out.restored_claims.get(claim)
+                        == Some(&crate::runbook::render::restored_claim_name(claim, rev))
+                });
+                self.ensure(
+                    !volumes || (self.volumes_restored.contains(&rev) && claims),
+                    || {
+                        format!(
+                            "RolledBack without restoring the volumes of revision {rev}: {:?}",
+                            out.restored_claims
+                        )
+                    },
+                );
+            }
+        }
+    }
+
     /// Checks a status about to be written against the one it replaces.
     fn check_write(&mut self, out: &ReleaseStatus) {
+        self.check_data_write(out);
         let input = &self.status;
         // 2. Revision numbers only move forward, one at a time, and each
         // names one hash, the one its record holds.
@@ -1103,10 +1709,28 @@ impl Sim {
             self.ensure(self.dep(target).is_none_or(|d| d.desired == 0), || {
                 format!("RolledBack with {} still scaled up", target.as_str())
             });
-            let undo_failed = out.steps.iter().any(|s| {
-                s.state == StepState::Failed && Step::from_name(&s.name).is_some_and(Step::is_undo)
+            // Traffic and the new color are always undone; a data undo
+            // fails only with a Job that failed or ran out of time.
+            let rev = out.revision.unwrap_or_default();
+            let undo_failed = out.steps.iter().find(|s| {
+                s.state == StepState::Failed
+                    && match Step::from_name(&s.name) {
+                        Some(Step::RollBackMigration) => {
+                            !self.job_fails(rev, &JobKind::MigrationRollback) && !timed_out(s)
+                        }
+                        Some(Step::RestoreData) => {
+                            let restores = self.job_kinds().into_iter().filter(|k| {
+                                matches!(k, JobKind::Restore(_)) && self.job_fails(rev, k)
+                            });
+                            restores.count() == 0 && !timed_out(s)
+                        }
+                        Some(step) => step.is_undo(),
+                        None => false,
+                    }
             });
-            self.ensure(!undo_failed, || "an undo step failed".into());
+            self.ensure(undo_failed.is_none(), || {
+                format!("an undo step failed: {undo_failed:?}")
+            });
             if let Some(stable) = out.stable_revision {
                 let back = self
                     .dep(old)
@@ -1132,6 +1756,13 @@ impl Sim {
     }
 }
 
+/// Whether a step gave up on a Job that ran out of time.
+fn timed_out(s: &StepStatus) -> bool {
+    s.message
+        .as_deref()
+        .is_some_and(|m| m.contains("did not finish within"))
+}
+
 /// A status without timestamps and conditions' prose, for failure output.
 fn brief(st: &ReleaseStatus) -> Value {
     let steps: Vec<String> = st
@@ -1150,12 +1781,19 @@ fn brief(st: &ReleaseStatus) -> Value {
         "revision": st.revision, "hash": st.revision_hash, "phase": st.phase,
         "target": st.target_color, "active": st.active_color, "stable": st.stable_revision,
         "failure": st.failure, "steps": steps,
+        "backups": st.backups.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        "restoredClaims": st.restored_claims,
         "conditions": st.conditions.iter().map(|c| format!("{}={} {}", c.type_, c.status, c.reason)).collect::<Vec<_>>(),
         "history": st.history.iter().map(|h| format!("r{} {:?}", h.revision, h.result)).collect::<Vec<_>>(),
     })
 }
 
 // ---- examples ----
+
+/// A Job template running `command`.
+fn job(command: &str) -> Value {
+    json!({"template": {"spec": {"containers": [{"name": command, "command": [command]}]}}})
+}
 
 use Color::{Blue, Green};
 
@@ -1745,7 +2383,7 @@ fn history_keeps_the_newest_entries_up_to_the_limit() {
 fn undo_steps_follow_the_forward_ones_in_reverse_order() {
     let plain = ReleaseStatus::default();
     assert_eq!(
-        steps::undo(&plain),
+        steps::undo(&plain, false),
         [Step::RollBackTraffic, Step::ScaleDownNew]
     );
     let forward = steps::forward(&spec(json!({})));
@@ -1765,10 +2403,12 @@ enum Op {
     Crash {
         effect_done: bool,
     },
-    /// A change to what ships: version `v{version}`, `replicas` pods.
+    /// A change to what ships: version `v{version}`, `replicas` pods, and
+    /// perhaps other backups, config and migration (`profile`).
     Ship {
         version: u8,
         replicas: i32,
+        profile: Option<u8>,
     },
     /// A change that ships nothing new.
     Touch,
@@ -1787,13 +2427,21 @@ enum Op {
     },
     ServiceGone,
     ServiceBack,
+    /// The current revision's Jobs are deleted.
+    JobsGone,
+    /// Something the backup copies goes missing, or comes back.
+    Sources {
+        broken: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         14 => Just(Op::Reconcile),
         3 => any::<bool>().prop_map(|effect_done| Op::Crash { effect_done }),
-        3 => (1u8..=4, 1i32..=3).prop_map(|(version, replicas)| Op::Ship { version, replicas }),
+        3 => (1u8..=4, 1i32..=3, prop::option::weighted(0.3, 0..PROFILES)).prop_map(
+            |(version, replicas, profile)| Op::Ship { version, replicas, profile }
+        ),
         1 => Just(Op::Touch),
         1 => (0i64..2).prop_map(|back| Op::Promote { back }),
         1 => (0i64..2).prop_map(|back| Op::Abort { back }),
@@ -1802,6 +2450,77 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0i64..120).prop_map(|secs| Op::Clock { secs }),
         1 => Just(Op::ServiceGone),
         1 => Just(Op::ServiceBack),
+        1 => Just(Op::JobsGone),
+        1 => any::<bool>().prop_map(|broken| Op::Sources { broken }),
+    ]
+}
+
+/// How many data profiles `profile` knows.
+const PROFILES: u8 = 4;
+
+/// The backups, config, migration and rollback policy of data profile `n`.
+fn profile(n: u8) -> Value {
+    match n {
+        // None of it.
+        0 => json!({}),
+        // Everything, with data restores on rollback.
+        1 => json!({
+            "backup": {
+                "configMaps": ["settings"],
+                "secrets": ["creds"],
+                "volumes": [{"persistentVolumeClaim": "data"}],
+                "jobs": [{"name": "dump", "template": job("dump"), "restore": job("load")}],
+            },
+            "config": {
+                "configMaps": [{"name": "app-config", "data": {"mode": "fast"}}],
+                "check": {"command": ["app", "--check-config"]},
+            },
+            "migration": {"job": job("migrate"), "verify": job("verify"), "rollback": job("unmigrate")},
+            "rollback": {"restoreVolumes": true},
+        }),
+        // A migration without rollback; one Secret kept for one revision.
+        2 => json!({
+            "backup": {"secrets": ["creds"], "keep": 1},
+            "migration": {"job": job("migrate")},
+        }),
+        // Short timeouts, a config check without ConfigMaps, a backup Job
+        // without restore, config left alone and volumes restored on
+        // rollback.
+        _ => json!({
+            "backup": {
+                "configMaps": ["settings"],
+                "volumes": [{"persistentVolumeClaim": "data"}],
+                "jobs": [{"name": "dump", "template": job("dump")}],
+                "keep": 2,
+                "timeout": "20s",
+            },
+            "config": {"check": {"command": ["app", "--check-config"], "timeout": "5s"}},
+            "migration": {"job": job("migrate"), "rollback": job("unmigrate"), "timeout": "30s"},
+            "rollback": {"restoreConfig": false, "restoreVolumes": true},
+        }),
+    }
+}
+
+/// `spec` with the backups, config, migration and rollback policy of data
+/// profile `n`.
+fn with_profile(spec: &ReleaseSpec, n: u8) -> ReleaseSpec {
+    let data = self::spec(profile(n));
+    let mut spec = spec.clone();
+    spec.backup = data.backup;
+    spec.config = data.config;
+    spec.migration = data.migration;
+    spec.rollback = data.rollback;
+    spec
+}
+
+fn job_kind() -> impl Strategy<Value = JobKind> {
+    prop_oneof![
+        Just(JobKind::Backup("dump".into())),
+        Just(JobKind::Restore("dump".into())),
+        Just(JobKind::ConfigCheck),
+        Just(JobKind::Migration),
+        Just(JobKind::MigrationVerify),
+        Just(JobKind::MigrationRollback),
     ]
 }
 
@@ -1810,7 +2529,13 @@ struct Case {
     spec: ReleaseSpec,
     /// Versions whose pods never become ready.
     bad: Vec<u8>,
+    /// Jobs that fail in the revisions of a version.
+    bad_jobs: Vec<(u8, JobKind)>,
+    /// Versions whose VolumeSnapshots fail.
+    bad_snapshots: Vec<u8>,
     seed: u64,
+    /// The history starts once the first revision has settled.
+    warm: bool,
     ops: Vec<Op>,
 }
 
@@ -1829,22 +2554,33 @@ fn case(recreate_strategy: bool) -> impl Strategy<Value = Case> {
             }
         },
     );
+    let versions = || prop::collection::vec(prop::bool::weighted(0.2), 4);
+    let chosen = |flags: Vec<bool>| -> Vec<u8> {
+        (1u8..=4)
+            .zip(flags)
+            .filter(|(_, b)| *b)
+            .map(|(v, _)| v)
+            .collect()
+    };
     (
-        strategy,
-        prop::collection::vec(prop::bool::weighted(0.2), 4),
-        any::<u64>(),
+        (strategy, 0..PROFILES),
+        versions(),
+        prop::collection::vec((1u8..=4, job_kind()), 0..3),
+        prop::collection::vec(prop::bool::weighted(0.1), 4),
+        (any::<u64>(), any::<bool>()),
         prop::collection::vec(op(), 0..60),
     )
-        .prop_map(|(spec, bad, seed, ops)| Case {
-            spec,
-            bad: (1u8..=4)
-                .zip(bad)
-                .filter(|(_, b)| *b)
-                .map(|(v, _)| v)
-                .collect(),
-            seed,
-            ops,
-        })
+        .prop_map(
+            move |((spec, profile), bad, bad_jobs, bad_snapshots, (seed, warm), ops)| Case {
+                spec: with_profile(&spec, profile),
+                bad: chosen(bad),
+                bad_jobs,
+                bad_snapshots: chosen(bad_snapshots),
+                seed,
+                warm,
+                ops,
+            },
+        )
 }
 
 fn versioned(spec: &ReleaseSpec, version: u8, replicas: i32) -> ReleaseSpec {
@@ -1854,14 +2590,47 @@ fn versioned(spec: &ReleaseSpec, version: u8, replicas: i32) -> ReleaseSpec {
     spec
 }
 
+/// Heals the world (the Service back, backup sources there, no abort or
+/// retry, a person promoting whatever waits) and reconciles until the
+/// current spec's revision is terminal; whether it got there within 200
+/// reconciles.
+fn settle(sim: &mut Sim) -> bool {
+    sim.service_back();
+    sim.source_problems.clear();
+    sim.requests.abort = None;
+    sim.requests.retry = None;
+    for _ in 0..200 {
+        sim.requests.promote = sim.status.revision;
+        let plan = sim.step();
+        sim.now += secs(5);
+        if plan.effect.is_none() && sim.settled() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Plays a random history, then lets a healthy world settle.
 fn play(case: Case) {
     let mut sim = Sim::seeded(case.spec.clone(), case.seed);
     for v in &case.bad {
         for replicas in 1..=3 {
-            sim.bad
-                .insert(hash_of(&versioned(&case.spec, *v, replicas)));
+            for n in 0..PROFILES {
+                let spec = versioned(&with_profile(&case.spec, n), *v, replicas);
+                sim.bad.insert(hash_of(&spec));
+            }
         }
+    }
+    for (v, kind) in &case.bad_jobs {
+        sim.bad_jobs.insert((format!("v{v}"), kind.clone()));
+    }
+    for v in &case.bad_snapshots {
+        sim.bad_snapshots.insert(format!("v{v}"));
+    }
+    if case.warm {
+        sim.trace.push("warm up".into());
+        let settled = settle(&mut sim);
+        sim.ensure(settled, || "the first revision did not settle".into());
     }
     for op in case.ops {
         sim.trace.push(format!("op {op:?}"));
@@ -1877,8 +2646,18 @@ fn play(case: Case) {
                     Crash::BeforeEffect
                 });
             }
-            Op::Ship { version, replicas } => {
-                sim.edit(|s| *s = versioned(s, version, replicas));
+            Op::Ship {
+                version,
+                replicas,
+                profile,
+            } => {
+                sim.edit(|s| {
+                    let shipped = versioned(s, version, replicas);
+                    *s = match profile {
+                        Some(n) => with_profile(&shipped, n),
+                        None => shipped,
+                    };
+                });
             }
             Op::Touch => sim.edit(|s| s.changes.features.push("more".into())),
             Op::Promote { back } => sim.requests.promote = Some(current - back),
@@ -1888,27 +2667,23 @@ fn play(case: Case) {
             Op::Clock { secs: s } => sim.now += secs(s),
             Op::ServiceGone => sim.service_gone(),
             Op::ServiceBack => sim.service_back(),
+            Op::JobsGone => sim.delete_jobs(),
+            Op::Sources { broken } => {
+                sim.source_problems = if broken {
+                    vec!["Secret creds does not exist".into()]
+                } else {
+                    Vec::new()
+                };
+            }
         }
         sim.now += secs(1);
     }
     // 5. From wherever the history left it, a healthy world (the Service
-    // back, no abort or retry, a person promoting whatever waits) reaches a
-    // terminal phase for the current spec in a bounded number of reconciles,
-    // then stays there.
+    // back, backup sources there, no abort or retry, a person promoting
+    // whatever waits) reaches a terminal phase for the current spec in a
+    // bounded number of reconciles, then stays there.
     sim.trace.push("settle".into());
-    sim.service_back();
-    sim.requests.abort = None;
-    sim.requests.retry = None;
-    let mut settled = false;
-    for _ in 0..200 {
-        sim.requests.promote = sim.status.revision;
-        let plan = sim.step();
-        sim.now += secs(5);
-        if plan.effect.is_none() && sim.settled() {
-            settled = true;
-            break;
-        }
-    }
+    let settled = settle(&mut sim);
     sim.ensure(settled, || "no terminal phase within 200 reconciles".into());
     // A crash between applying a Deployment and writing the status leaves
     // `appliedGenerations` behind, so Ready may re-apply it once (checked
@@ -1931,14 +2706,29 @@ fn play(case: Case) {
     }
 }
 
-proptest! {
-    // 256 cases unless PROPTEST_CASES says otherwise; failures are printed
-    // with their shrunk case and trace, not written to the source tree.
-    #![proptest_config(Config { failure_persistence: None, ..Config::default() })]
+/// Cases per property: enough to reach the data steps' undo paths (a
+/// Ready revision, then a failing one with backups and a migration) often,
+/// in a few seconds each on two cores in a debug build.
+const CASES: u32 = 512;
 
-    /// Invariants 1–10 on BlueGreen releases through random spec changes,
-    /// never-ready versions, promote/abort/retry requests, crashes around
-    /// effects, clock jumps and a Service that comes and goes.
+fn cases() -> u32 {
+    match std::env::var_os("PROPTEST_CASES") {
+        Some(_) => Config::default().cases,
+        None => CASES,
+    }
+}
+
+proptest! {
+    // CASES cases each unless PROPTEST_CASES says otherwise; failures are
+    // printed with their shrunk case and trace, not written to the source
+    // tree.
+    #![proptest_config(Config { cases: cases(), failure_persistence: None, ..Config::default() })]
+
+    /// Invariants 1–20 on BlueGreen releases through random spec changes
+    /// (with and without backups, config and a migration), never-ready
+    /// versions, failing Jobs and snapshots, promote/abort/retry requests,
+    /// crashes around effects, clock jumps, deleted Jobs, missing backup
+    /// sources and a Service that comes and goes.
     #[test]
     fn blue_green_invariants_hold_through_random_histories(case in case(false)) {
         play(case);
@@ -1950,3 +2740,6 @@ proptest! {
         play(case);
     }
 }
+
+#[path = "planner_data_tests.rs"]
+mod data;

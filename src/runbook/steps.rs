@@ -188,15 +188,16 @@ pub fn gated(spec: &ReleaseSpec, promotion: bool, approval: bool) -> Vec<Step> {
 /// The undo steps, in order, for a revision that got as far as it did:
 /// traffic first (the fastest way back for users), then the new color
 /// stopped, then the schema, config and (opt-in) data.
-pub fn undo(st: &ReleaseStatus) -> Vec<Step> {
+pub fn undo(st: &ReleaseStatus, migration_seen: bool) -> Vec<Step> {
     let mut undo = vec![Step::RollBackTraffic, Step::ScaleDownNew];
-    let migrated = st.steps.iter().any(|s| {
-        s.name == Step::Migrate.name()
-            && matches!(
-                s.state,
-                StepState::Running | StepState::Succeeded | StepState::Failed
-            )
-    });
+    let migrated = migration_seen
+        || st.steps.iter().any(|s| {
+            s.name == Step::Migrate.name()
+                && matches!(
+                    s.state,
+                    StepState::Running | StepState::Succeeded | StepState::Failed
+                )
+        });
     if migrated {
         undo.push(Step::RollBackMigration);
     }
