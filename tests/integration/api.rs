@@ -506,6 +506,17 @@ fn malformed_objects(env_prefix: &str) -> Vec<Malformed> {
             &["spec.migration.job.template", "Required value"],
         ),
         malformed(
+            "a migration Job without a container",
+            release(
+                "migration-no-container",
+                json!({"migration": {"job": job_template(json!([]))}}),
+            ),
+            &[
+                "spec.migration.job.template.spec.containers",
+                "should have at least 1 items",
+            ],
+        ),
+        malformed(
             "an e-mail notification without recipients",
             release(
                 "email-empty",
@@ -969,9 +980,12 @@ async fn semantically_invalid_release_stalls_and_the_operator_keeps_serving() {
             expect: "spec.workload.template.metadata.labels: label lockkeeper.dev/color",
         },
         SemanticCase {
-            name: "migration-without-container",
-            patch: json!({"migration": {"job": job_template(json!([]))}}),
-            expect: "spec.migration.job.template.spec.containers: must list at least one container",
+            name: "bad-migration-job",
+            patch: json!({"migration": {"job": {"template": {"spec": {
+                "containers": [{"name": "migrate", "image": IMAGE}],
+                "restartPolicy": ["Never"],
+            }}}}}),
+            expect: "spec.migration.job: not a valid JobSpec",
         },
         SemanticCase {
             name: "unknown-container",
