@@ -400,6 +400,7 @@ async fn examples_are_accepted_by_the_api_server() {
     for file in [
         "manifests/examples/environments.yaml",
         "manifests/examples/release-blue-green.yaml",
+        "manifests/examples/release-data-safe.yaml",
     ] {
         let out = run_ok(
             "kubectl",
