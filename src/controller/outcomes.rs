@@ -65,6 +65,9 @@ pub fn between(old: &ReleaseStatus, new: &ReleaseStatus, now: Timestamp) -> Happ
     if moved && new.phase == Some(Phase::AwaitingApproval) {
         happened.notify.push(NotifyOn::AwaitingApproval);
     }
+    if moved && new.phase == Some(Phase::Waiting) {
+        happened.notify.push(NotifyOn::Waiting);
+    }
     for step in &new.steps {
         let Some(finished) = step.finished_at.as_ref().map(|t| t.0) else {
             continue;
