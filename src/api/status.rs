@@ -95,8 +95,9 @@ pub struct ReleaseStatus {
 
 /// Runbook phases. BlueGreen: Pending, AwaitingApproval, Preflight,
 /// BackingUp, Migrating, Deploying, Verifying, CuttingOver, Observing, Ready.
-/// Recreate: Pending, AwaitingApproval, Preflight, BackingUp, Stopping,
-/// Migrating, Deploying, Verifying, Ready.
+/// Recreate: Pending, AwaitingApproval, Preflight, BackingUp, Migrating
+/// (config), Stopping, Migrating, Deploying, Verifying, Ready. Waiting
+/// (promotion) comes before AwaitingApproval when the Environment has both.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Phase {
     /// Not started yet.

@@ -216,17 +216,16 @@ fn a_revision_backs_up_then_writes_config_then_migrates_then_deploys() {
 }
 
 #[test]
-fn recreate_stops_the_old_version_before_config_and_migration() {
+fn recreate_checks_config_before_it_stops_the_old_version_and_migrates_after() {
     let mut sim = Sim::ready(data_recreate(json!({})));
     sim.ship("v2");
     let effects = sim.run(60);
-    let mut expected = vec![
-        record(2),
-        take_backups(2),
-        run(dump(), 2),
-        scale_to_zero(Blue),
-    ];
-    expected.extend(data_steps(2).split_off(2));
+    let mut expected = vec![record(2)];
+    let mut data = data_steps(2);
+    let migration = data.split_off(4);
+    expected.extend(data);
+    expected.push(scale_to_zero(Blue));
+    expected.extend(migration);
     expected.extend([apply(Green, 2), point(Green), prune(&[2, 1])]);
     assert_eq!(effects, expected);
     assert_eq!(

@@ -1276,11 +1276,12 @@ impl Sim {
                     // 16. Missing sources stop the backup before it starts.
                     && self.source_problems.is_empty()
             }
+            // Config is written and checked while the old version still
+            // serves (Recreate stops it afterwards).
             Effect::WriteConfig { revision } => {
                 Some(*revision) == out.revision
                     && out.phase == Some(Phase::Migrating)
                     && done(Step::Backup)
-                    && (self.blue_green() || done(Step::Stop))
             }
             Effect::RunJob { kind, revision } => {
                 let config = self.spec.config.as_ref();

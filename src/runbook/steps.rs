@@ -158,11 +158,13 @@ pub fn forward(spec: &ReleaseSpec) -> Vec<Step> {
             Step::Observe,
             Step::Complete,
         ],
+        // The config is written and checked while the old version still
+        // serves: a bad config fails the revision with nothing stopped.
         StrategyType::Recreate => vec![
             Step::Preflight,
             Step::Backup,
-            Step::Stop,
             Step::Config,
+            Step::Stop,
             Step::Migrate,
             Step::Deploy,
             Step::Verify,
