@@ -613,6 +613,11 @@ impl Planner<'_> {
                     }
                 }
                 self.st.approved_by = Some(by.clone());
+                self.note(
+                    false,
+                    "Approved",
+                    format!("revision {revision} approved by {by}"),
+                );
                 Outcome::Done(format!("approved by {by}"))
             }
             Some((r, _)) => Outcome::Wait(
