@@ -1,6 +1,8 @@
 //! Examples of the data steps — backups, per-revision config, the database
 //! migration — and of their undo, played in the same `Sim` (so every
-//! invariant of the parent module is checked on every step as well).
+//! invariant in `checks` is checked on every step as well).
+
+use std::collections::BTreeSet;
 
 use super::*;
 
