@@ -9,10 +9,12 @@
 use proptest::{prelude::*, test_runner::Config};
 use serde_json::{Value, json};
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::{
     api::ReleaseSpec,
-    runbook::{JobKind, Requests},
+    runbook::{JobKind, JobState, Requests},
 };
 
 #[path = "planner_sim_checks.rs"]
