@@ -34,7 +34,8 @@ pub struct Notification {
     #[schemars(length(min = 1, max = 63), regex(pattern = super::schema::DNS_LABEL_PATTERN))]
     pub name: String,
     /// When to notify. Defaults to AwaitingApproval, Ready, RolledBack and
-    /// Failed.
+    /// Failed. Quote the key in YAML (`"on": [Ready]`): YAML 1.1 tools such
+    /// as kubectl read a bare `on` as the boolean true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 6))]
     #[x_kube(merge_strategy = ListMerge::Set)]
