@@ -17,7 +17,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     batch::v1::Job,
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Namespace, Service},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -153,6 +153,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
             // Releases that steer it, so a Service that appears (or is
             // edited) wakes them.
             let every_release = controller.store();
+            let by_namespace = controller.store();
             controller
                 // An Environment's change may change the rules (or defaults)
                 // of any Release; they are few, so all are looked at again.
@@ -163,6 +164,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToke
                         every_release
                             .state()
                             .into_iter()
+                            .map(|guard| ObjectRef::from_obj(&*guard))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                // A namespace's labels decide which Environment governs its
+                // Releases: a relabelled namespace wakes them.
+                .watches(
+                    Api::<Namespace>::all(ctx.client.clone()),
+                    watcher::Config::default(),
+                    move |namespace: Namespace| {
+                        let name = namespace.name_any();
+                        by_namespace
+                            .state()
+                            .into_iter()
+                            .filter(|guard| guard.namespace().as_deref() == Some(name.as_str()))
                             .map(|guard| ObjectRef::from_obj(&*guard))
                             .collect::<Vec<_>>()
                     },

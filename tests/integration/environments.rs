@@ -1,6 +1,8 @@
 //! Environments on the real control plane: which Environment governs a
 //! namespace, its defaults, and overlapping selectors.
 
+use std::time::Duration;
+
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, PostParams},
@@ -63,6 +65,29 @@ async fn environment_rules_and_defaults_apply_and_overlaps_stall() {
         "{message}"
     );
     assert!(r.status.as_ref().is_some_and(|s| s.environment.is_none()));
+
+    // Relabelling the namespace into another Environment wakes the Release
+    // at once (its status names the Environment), with no spec change.
+    let other = format!("{tag}-relabelled");
+    let relabelled = environment(&other, &other, json!({})).await;
+    let started = std::time::Instant::now();
+    ns.set_label("e2e.lockkeeper.dev/env", Some(&other)).await;
+    wait_for(&api, "shop", Duration::from_secs(15), |r: &Release| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.environment.as_deref() == Some(other.as_str()))
+    })
+    .await;
+    println!(
+        "namespace relabelled → Release governed by {other} in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    ns.set_label("e2e.lockkeeper.dev/env", Some(&tag)).await;
+    delete(&relabelled).await;
+    wait_for(&api, "shop", Duration::from_secs(15), |r: &Release| {
+        r.status.as_ref().is_some_and(|s| s.environment.is_none())
+    })
+    .await;
 
     // An Environment whose default turns automatic rollback off: a failing
     // revision is left as it is instead of rolled back.
