@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 use crate::api::delete_releases;
 use crate::runbook::{apply, release, service, wait_phase};
 use crate::support::{
-    BEHAVIOR_LABEL, Operator, OperatorOptions, TestNamespace, cluster, install_crds, poll_until,
-    repo_root, wait_for,
+    BEHAVIOR_LABEL, Operator, OperatorOptions, SnapshotDouble, TestNamespace, WebhookReceiver,
+    cluster, create_pvc, create_snapshot_class, install_crds, poll_until, repo_root,
+    snapshot_crds_present, wait_for,
 };
 
 const CHART: &str = "charts/lockkeeper";
@@ -545,6 +546,8 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
         leader_lease: Some((system.name().to_owned(), lease_name.clone())),
         identity: Some("install-test".to_owned()),
         kubeconfig: Some(kubeconfig),
+        // Cleanup of finished Jobs runs within the test too.
+        extra: vec!["--finished-job-ttl=1s".to_owned()],
         ..OperatorOptions::default()
     })
     .await;
@@ -645,13 +648,31 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
         .create(&PostParams::default(), &secret)
         .await
         .unwrap_or_else(|e| panic!("creating shop-db: {e}"));
+    // A claim snapshotted by the (test double) CSI snapshotter, and a
+    // webhook whose URL is read from a Secret.
+    let _crds = snapshot_crds_present().await;
+    let class = format!("lk-{}", app.name());
+    create_snapshot_class(&class, false).await;
+    let _double = SnapshotDouble::start(app.name()).await;
+    create_pvc(app.name(), "shop-data", "1Gi", None).await;
+    let receiver = WebhookReceiver::start().await;
+    let hooks: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "hooks"}, "stringData": {"url": receiver.url("/events")}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    app.api::<Secret>()
+        .create(&PostParams::default(), &hooks)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret hooks: {e}"));
     let data_safe = |fate: &str| {
         let task = |labels: Value| {
             json!({"backoffLimit": 0, "template": {"metadata": {"labels": labels},
                 "spec": {"containers": [{"name": "task"}]}}})
         };
         json!({
-            "backup": {"configMaps": ["shop-settings"], "secrets": ["shop-db"], "keep": 1},
+            "notify": [{"name": "events", "webhook": {"webhookSecretRef": {"name": "hooks", "key": "url"}}}],
+            "backup": {"configMaps": ["shop-settings"], "secrets": ["shop-db"], "keep": 1,
+                       "volumes": [{"persistentVolumeClaim": "shop-data", "volumeSnapshotClassName": class}]},
             "config": {"configMaps": [{"name": "shop-config", "data": {"a": "1"}}],
                        "check": {"command": ["app", "--check-config"]}},
             "migration": {"job": task(json!({BEHAVIOR_LABEL: fate})),
@@ -686,6 +707,35 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
     );
     apply(&api, &release("v4", blue_green(true), data_safe("ok"))).await;
     let _ = wait_phase_or_refusal(&api, &operator, 4, Phase::Ready).await;
+    // Notified (the Secret was read), and the finished Jobs of earlier
+    // revisions cleaned up (deleted) after their TTL.
+    let requests = receiver.wait_for_requests(2, LONG).await;
+    println!(
+        "notifications received (RolledBack of v3, Ready of v4): {}",
+        requests.len()
+    );
+    poll_until("finished Jobs of revision 3 deleted", LONG, || async {
+        let left = app
+            .api::<k8s_openapi::api::batch::v1::Job>()
+            .list(&kube::api::ListParams::default().labels("lockkeeper.dev/revision=3"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} Jobs of revision 3 left", left.items.len()))
+        }
+    })
+    .await;
+    let events = crate::support::events_about(&app.api(), "Release", "shop")
+        .await
+        .unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.note.to_lowercase().contains("forbidden")),
+        "something was refused: {events:#?}"
+    );
 
     // It acted as the leader of the chart's Lease.
     let lease = system
