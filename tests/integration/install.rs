@@ -548,7 +548,6 @@ async fn the_chart_installs_and_its_service_account_runs_a_blue_green_release() 
         kubeconfig: Some(kubeconfig),
         // Cleanup of finished Jobs runs within the test too.
         extra: vec!["--finished-job-ttl=1s".to_owned()],
-        ..OperatorOptions::default()
     })
     .await;
 
