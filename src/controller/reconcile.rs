@@ -208,7 +208,14 @@ async fn apply(release: &Release, ctx: &Context) -> Result<Action, Error> {
 
     // The Environment's defaults fill in what the Release leaves unset; the
     // rest of the reconcile works on that effective Release.
-    let (resolution, environments) = resolve_environment(release, ctx).await?;
+    // Which rules a new revision obeys must be read consistently: an
+    // Environment (approval, freeze) created just before must not be missed.
+    // A revision already running reads the API server's cache, which can
+    // lag by a moment but answers without waiting for it to catch up (a
+    // consistent list can take 100 ms, and a rollback must not).
+    let may_start = old.phase.is_none_or(Phase::is_terminal)
+        || old.revision_hash.as_deref() != Some(Shipped::of(&release.spec).hash().as_str());
+    let (resolution, environments) = resolve_environment(release, ctx, may_start).await?;
     let effective = Release {
         spec: environment::with_defaults(&release.spec, &environment::Defaults::of(&resolution)),
         ..release.clone()
@@ -593,6 +600,7 @@ fn record_outcomes(release: &Release, happened: &outcomes::Happened, ctx: &Conte
 async fn resolve_environment(
     release: &Release,
     ctx: &Context,
+    consistent: bool,
 ) -> Result<(environment::Resolution, Vec<Environment>), Error> {
     let namespace = release.namespace().unwrap_or_default();
     let err = |what: &'static str| {
@@ -610,8 +618,13 @@ async fn resolve_environment(
         .metadata
         .labels
         .unwrap_or_default();
+    let params = if consistent {
+        ListParams::default()
+    } else {
+        ListParams::default().match_any()
+    };
     let environments = Api::<Environment>::all(ctx.client.clone())
-        .list(&ListParams::default())
+        .list(&params)
         .await
         .map_err(err("listing the Environments for namespace"))?;
     let resolution = environment::resolve(&labels, &environments.items);

@@ -72,6 +72,28 @@ async fn install_approval_policies() {
             *done = true;
         }
     }
+    // A new policy takes a moment to be enforced: probe (a dry run) until
+    // an approval naming someone else is refused.
+    let probe: Release = serde_json::from_value(json!({
+        "apiVersion": "lockkeeper.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "policy-probe", "annotations": {
+            "lockkeeper.dev/approve": "1", "lockkeeper.dev/approver": "nobody"}},
+        "spec": release("v1", blue_green("0s"), json!({}))["spec"],
+    }))
+    .unwrap_or_else(|e| panic!("the probe Release: {e}"));
+    let api: Api<Release> = Api::namespaced(cluster().await.client(), "default");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    poll_until("the approval policies to be enforced", LONG, || async {
+        match api.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(s)) if s.message.contains("only yourself") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// A namespace governed by an Environment of its own (the tag keeps
