@@ -386,6 +386,41 @@ pub fn snapshot_state(snapshot: &DynamicObject) -> SnapshotState {
     }
 }
 
+/// Adds a problem for each of `names` (listed at `path`) that does not
+/// exist in `ns`.
+async fn missing<K>(
+    client: &Client,
+    ns: &str,
+    names: &[String],
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Result<(), ObserveError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    for name in names {
+        let found = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|source| ObserveError {
+                kind: "backup source",
+                namespace: ns.to_owned(),
+                name: format!("{kind} {name}"),
+                source,
+            })?;
+        if found.is_none() {
+            problems.push(format!("{kind} {ns}/{name} ({path}) does not exist"));
+        }
+    }
+    Ok(())
+}
+
 /// Everything that stops the backup before it starts.
 async fn backup_sources(
     client: &Client,
@@ -402,49 +437,32 @@ async fn backup_sources(
         }
     };
     let mut problems = Vec::new();
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    for name in &backup.config_maps {
-        if config_maps
-            .get_metadata_opt(name)
-            .await
-            .map_err(err("ConfigMap", name))?
-            .is_none()
-        {
-            problems.push(format!(
-                "ConfigMap {ns}/{name} (spec.backup.configMaps) does not exist"
-            ));
-        }
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    for name in &backup.secrets {
-        if secrets
-            .get_metadata_opt(name)
-            .await
-            .map_err(err("Secret", name))?
-            .is_none()
-        {
-            problems.push(format!(
-                "Secret {ns}/{name} (spec.backup.secrets) does not exist"
-            ));
-        }
-    }
+    missing::<ConfigMap>(
+        client,
+        ns,
+        &backup.config_maps,
+        "spec.backup.configMaps",
+        &mut problems,
+    )
+    .await?;
+    missing::<Secret>(
+        client,
+        ns,
+        &backup.secrets,
+        "spec.backup.secrets",
+        &mut problems,
+    )
+    .await?;
     if backup.volumes.is_empty() {
         return Ok(BackupSources { problems });
     }
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    for volume in &backup.volumes {
-        let name = &volume.persistent_volume_claim;
-        if claims
-            .get_metadata_opt(name)
-            .await
-            .map_err(err("PersistentVolumeClaim", name))?
-            .is_none()
-        {
-            problems.push(format!(
-                "PersistentVolumeClaim {ns}/{name} (spec.backup.volumes) does not exist"
-            ));
-        }
-    }
+    let claims: Vec<String> = backup
+        .volumes
+        .iter()
+        .map(|v| v.persistent_volume_claim.clone())
+        .collect();
+    missing::<PersistentVolumeClaim>(client, ns, &claims, "spec.backup.volumes", &mut problems)
+        .await?;
     let resource = render::volume_snapshot_resource();
     match client.list_api_group_resources(&resource.api_version).await {
         Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => {}

@@ -30,6 +30,26 @@ async fn secret(ns: &TestNamespace, name: &str, data: Value) {
         .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
 }
 
+/// A webhook receiver and an SMTP sink, and the Secrets (`hooks`, `smtp`)
+/// that point the Release's channels at them.
+async fn receivers(ns: &TestNamespace) -> (WebhookReceiver, SmtpSink) {
+    let receiver = WebhookReceiver::start().await;
+    let smtp = SmtpSink::start().await;
+    secret(
+        ns,
+        "hooks",
+        json!({"slack": receiver.url("/slack"), "teams": receiver.url("/teams"), "events": receiver.url("/events")}),
+    )
+    .await;
+    secret(
+        ns,
+        "smtp",
+        json!({"host": "127.0.0.1", "port": smtp.port().to_string(), "tls": "none", "from": "lockkeeper@example.com"}),
+    )
+    .await;
+    (receiver, smtp)
+}
+
 fn notify(extra: Value) -> Value {
     let mut channels = vec![
         json!({"name": "chat", "slack": {"webhookSecretRef": {"name": "hooks", "key": "slack"}}}),
@@ -46,20 +66,7 @@ fn notify(extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_and_rolled_back_releases_are_announced_on_every_channel() {
     let (ns, operator, api) = setup("notify").await;
-    let receiver = WebhookReceiver::start().await;
-    let smtp = SmtpSink::start().await;
-    secret(
-        &ns,
-        "hooks",
-        json!({"slack": receiver.url("/slack"), "teams": receiver.url("/teams"), "events": receiver.url("/events")}),
-    )
-    .await;
-    secret(
-        &ns,
-        "smtp",
-        json!({"host": "127.0.0.1", "port": smtp.port().to_string(), "tls": "none", "from": "lockkeeper@example.com"}),
-    )
-    .await;
+    let (receiver, smtp) = receivers(&ns).await;
 
     // v1 goes Ready: three webhooks and one mail.
     apply(&api, &release("v1", blue_green("0s"), notify(json!([])))).await;
@@ -161,20 +168,7 @@ async fn ready_and_rolled_back_releases_are_announced_on_every_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_notifications_never_hold_a_release_up() {
     let (ns, operator, api) = setup("notifyfail").await;
-    let receiver = WebhookReceiver::start().await;
-    let smtp = SmtpSink::start().await;
-    secret(
-        &ns,
-        "hooks",
-        json!({"slack": receiver.url("/slack"), "teams": receiver.url("/teams"), "events": receiver.url("/events")}),
-    )
-    .await;
-    secret(
-        &ns,
-        "smtp",
-        json!({"host": "127.0.0.1", "port": smtp.port().to_string(), "tls": "none", "from": "lockkeeper@example.com"}),
-    )
-    .await;
+    let (receiver, smtp) = receivers(&ns).await;
     receiver.stop().await;
     smtp.stop().await;
     let missing = json!([
