@@ -114,27 +114,24 @@ pub async fn world(client: &Client, release: &Release) -> Result<World, ObserveE
         world.pods = Some((old, u32::try_from(list.items.len()).unwrap_or(u32::MAX)));
     }
 
-    if let Some(stable) = status.stable_revision
-        && matches!(status.phase, Some(Phase::RollingBack))
-    {
+    if status.phase == Some(Phase::RollingBack) {
+        // The stable revision's record (to recreate the previous version) and
+        // this revision's (its undo runs what it declared).
         let records: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-        let rname = render::record_name(&name, stable);
-        world.stable_record = records
-            .get_opt(&rname)
-            .await
-            .map_err(err("ControllerRevision", rname))?
-            .is_some();
-    }
-    if let Some(revision) = status.revision
-        && matches!(status.phase, Some(Phase::RollingBack))
-    {
-        let records: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-        let rname = render::record_name(&name, revision);
-        world.record = records
-            .get_opt(&rname)
-            .await
-            .map_err(err("ControllerRevision", rname))?
-            .and_then(|r| render::shipped_from_record(&r).ok());
+        let read = |revision: i64| {
+            let rname = render::record_name(&name, revision);
+            let records = records.clone();
+            let err = err("ControllerRevision", rname.clone());
+            async move { records.get_opt(&rname).await.map_err(err) }
+        };
+        if let Some(stable) = status.stable_revision {
+            world.stable_record = read(stable).await?.is_some();
+        }
+        if let Some(revision) = status.revision {
+            world.record = read(revision)
+                .await?
+                .and_then(|r| render::shipped_from_record(&r).ok());
+        }
     }
     gather_runbook(client, release, &status, &mut world).await?;
     Ok(world)

@@ -408,11 +408,7 @@ async fn missing_backup_sources_fail_before_any_change() {
 /// config copies of the last three remain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_backups_of_the_last_revisions() {
-    let _crds = snapshot_crds_present().await;
-    let (ns, _operator, api) = setup("retain").await;
-    let class = format!("lk-{}", ns.name());
-    create_snapshot_class(&class, false).await;
-    let _double = SnapshotDouble::start(ns.name()).await;
+    let (_crds, ns, _operator, api, class, _double) = with_snapshots("retain").await;
     create_pvc(ns.name(), "shop-data", "1Gi", None).await;
     create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
     create_secret(&ns, "shop-db", "s3cret").await;
@@ -622,6 +618,26 @@ async fn each_migration_runs_exactly_once_across_operator_kills() {
     ns.cleanup().await;
 }
 
+/// A namespace with an operator, the VolumeSnapshot API, a snapshot class
+/// of its own and the (test double) CSI snapshotter and provisioner.
+async fn with_snapshots(
+    prefix: &str,
+) -> (
+    crate::support::SnapshotCrdsGuard,
+    TestNamespace,
+    Operator,
+    kube::Api<Release>,
+    String,
+    SnapshotDouble,
+) {
+    let crds = snapshot_crds_present().await;
+    let (ns, operator, api) = setup(prefix).await;
+    let class = format!("lk-{}", ns.name());
+    create_snapshot_class(&class, false).await;
+    let double = SnapshotDouble::start(ns.name()).await;
+    (crds, ns, operator, api, class, double)
+}
+
 /// A volume-backed release: a claim mounted by the pods, backed up with a
 /// VolumeSnapshot of a named class, restored on rollback when opted in.
 fn with_volume(class: &str, extra: Value) -> Value {
@@ -646,11 +662,7 @@ fn with_volume(class: &str, extra: Value) -> Value {
 /// old color pointed at it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_cutover_restores_traffic_config_schema_and_volume() {
-    let _crds = snapshot_crds_present().await;
-    let (ns, _operator, api) = setup("restorevol").await;
-    let class = format!("lk-{}", ns.name());
-    create_snapshot_class(&class, false).await;
-    let double = SnapshotDouble::start(ns.name()).await;
+    let (_crds, ns, _operator, api, class, double) = with_snapshots("restorevol").await;
     create_pvc(ns.name(), "shop-data", "1Gi", None).await;
     let original = create_config_map(&ns, "shop-settings", json!({"mode": "classic"})).await;
 
@@ -777,11 +789,7 @@ async fn a_failure_after_cutover_restores_traffic_config_schema_and_volume() {
 /// not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_problems_fail_before_any_change() {
-    let _crds = snapshot_crds_present().await;
-    let (ns, _operator, api) = setup("badsnap").await;
-    let class = format!("lk-{}", ns.name());
-    create_snapshot_class(&class, false).await;
-    let _double = SnapshotDouble::start(ns.name()).await;
+    let (_crds, ns, _operator, api, class, _double) = with_snapshots("badsnap").await;
     create_pvc(
         ns.name(),
         "shop-data",
